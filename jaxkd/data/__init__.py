@@ -1,0 +1,12 @@
+"""Input pipeline: named datasets (tfds or offline copies), user arrays, batches.
+
+Only the tfds loaders import TensorFlow, and only when they run.
+"""
+
+from jaxkd.data.arrays import ArrayDataset, load_npz
+from jaxkd.data.augment import Preprocess
+from jaxkd.data.batches import TrainBatches, eval_batches, prefetch
+from jaxkd.data.catalog import DATASETS, DatasetInfo, load_split, preprocessing
+
+__all__ = ["ArrayDataset", "DATASETS", "DatasetInfo", "Preprocess", "TrainBatches",
+           "eval_batches", "load_npz", "load_split", "prefetch", "preprocessing"]

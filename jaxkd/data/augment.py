@@ -1,0 +1,50 @@
+"""Preprocessing on the accelerator, inside the jitted step (no TensorFlow).
+
+The host ships uint8 pixels; this scales them, applies the random crop and flip
+of training (keyed, so a step's augmentation is reproducible), and normalises.
+Teacher and student can thus be fed the very same augmented view.
+"""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocess:
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  crop_padding: int = 0
+  flip: bool = False
+
+  def __call__(self, images: jax.Array, key: jax.Array | None = None) -> jax.Array:
+    """images [B, H, W, C]; key None means evaluation (no augmentation)."""
+    x = images.astype(jnp.float32)
+    if jnp.issubdtype(images.dtype, jnp.integer):
+      x = x / 255.0
+    if key is not None:
+      crop_key, flip_key = jax.random.split(key)
+      if self.crop_padding:
+        x = random_crop(crop_key, x, self.crop_padding)
+      if self.flip:
+        x = random_flip(flip_key, x)
+    return (x - jnp.asarray(self.mean)) / jnp.asarray(self.std)
+
+
+def random_crop(key: jax.Array, images: jax.Array, padding: int) -> jax.Array:
+  """Zero-pads each side by `padding` and crops back to the size at a random offset."""
+  batch, height, width, _ = images.shape
+  padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+  offsets = jax.random.randint(key, (batch, 2), 0, 2 * padding + 1)
+
+  def crop(image, offset):
+    return jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, image.shape[-1]))
+
+  return jax.vmap(crop)(padded, offsets)
+
+
+def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
+  """Mirrors each image left-right with probability 1/2."""
+  flip = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
+  return jnp.where(flip, images[:, :, ::-1], images)

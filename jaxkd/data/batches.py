@@ -1,0 +1,99 @@
+"""Training and evaluation batches from an ArrayDataset.
+
+A training batch is a pure function of (seed, step): each epoch is a fresh
+permutation drawn from (seed, epoch), and step s takes the s-th slice of it.
+Resuming at any step therefore continues the exact data order. A global batch
+is split over processes: process p takes the p-th contiguous part.
+"""
+
+import queue
+import threading
+from typing import Iterator
+
+import numpy as np
+
+from jaxkd.data.arrays import ArrayDataset
+from jaxkd.errors import JaxkdError
+
+Batch = dict[str, np.ndarray]
+
+
+def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
+  return np.random.default_rng([seed, epoch]).permutation(num_examples)
+
+
+def _local_slice(global_batch_size: int, process_index: int, process_count: int) -> slice:
+  if global_batch_size % process_count:
+    raise JaxkdError(f"global batch size {global_batch_size} does not divide over "
+                     f"{process_count} processes; use a multiple of {process_count}.")
+  per_process = global_batch_size // process_count
+  return slice(process_index * per_process, (process_index + 1) * per_process)
+
+
+class TrainBatches:
+  """Shuffled training batches, drop-remainder, addressable by step."""
+
+  def __init__(self, data: ArrayDataset, global_batch_size: int, seed: int,
+               process_index: int = 0, process_count: int = 1):
+    if global_batch_size > len(data):
+      raise JaxkdError(f"batch size {global_batch_size} is larger than the {len(data)} "
+                       f"training examples of {data.name}; use a smaller train.batch_size.")
+    self.data = data
+    self.global_batch_size = global_batch_size
+    self.seed = seed
+    self.steps_per_epoch = len(data) // global_batch_size
+    self._local = _local_slice(global_batch_size, process_index, process_count)
+    self._epoch, self._permutation = -1, None
+
+  def indices(self, step: int) -> np.ndarray:
+    """Stable indices of this process's part of the global batch at `step`."""
+    epoch, position = divmod(step, self.steps_per_epoch)
+    if epoch != self._epoch:
+      self._epoch, self._permutation = epoch, epoch_permutation(len(self.data), self.seed, epoch)
+    start = position * self.global_batch_size
+    return self._permutation[start:start + self.global_batch_size][self._local]
+
+  def batch(self, step: int) -> Batch:
+    index = self.indices(step)
+    return {"image": self.data.images[index], "label": self.data.labels[index],
+            "index": index.astype(np.int32)}
+
+  def iterate(self, start_step: int, end_step: int) -> Iterator[Batch]:
+    for step in range(start_step, end_step):
+      yield self.batch(step)
+
+
+def eval_batches(data: ArrayDataset, global_batch_size: int, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[Batch]:
+  """Every example exactly once, in order; the last batch is padded and masked.
+
+  All batches have the same shape (one compilation); `mask` is 1 for real
+  examples and 0 for padding, and metrics must be weighted by it.
+  """
+  local = _local_slice(global_batch_size, process_index, process_count)
+  for start in range(0, len(data), global_batch_size):
+    index = np.arange(start, start + global_batch_size)
+    mask = (index < len(data)).astype(np.float32)
+    index = np.where(mask > 0, index, 0)[local]
+    yield {"image": data.images[index], "label": data.labels[index],
+           "index": index.astype(np.int32), "mask": mask[local]}
+
+
+def prefetch(iterator: Iterator, size: int = 2) -> Iterator:
+  """Runs `iterator` in a background thread, `size` items ahead."""
+  items: queue.Queue = queue.Queue(maxsize=size)
+  done = object()
+
+  def produce():
+    try:
+      for item in iterator:
+        items.put(item)
+    except BaseException as e:  # Re-raised in the consumer.
+      items.put(e)
+    items.put(done)
+
+  threading.Thread(target=produce, daemon=True).start()
+  while (item := items.get()) is not done:
+    if isinstance(item, BaseException):
+      raise item
+    yield item

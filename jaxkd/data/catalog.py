@@ -1,0 +1,115 @@
+"""Named datasets: where each comes from and its standard preprocessing."""
+
+import dataclasses
+import glob
+import os
+from typing import Callable
+
+import ml_collections
+import numpy as np
+
+from jaxkd.data import mnist_offline
+from jaxkd.data.arrays import ArrayDataset, load_npz
+from jaxkd.errors import JaxkdError
+from jaxkd.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """Facts about a named dataset; mean/std are per channel on [0, 1] pixels."""
+
+  num_classes: int
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  crop_padding: int = 0  # random crop of the original size after zero padding
+  flip: bool = False  # random horizontal flip
+  splits: tuple[str, str] = ("train", "test")
+  offline: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
+
+
+DATASETS: Registry[DatasetInfo] = Registry("dataset")
+DATASETS.register("mnist")(DatasetInfo(10, (0.1307,), (0.3081,), offline=mnist_offline.load))
+DATASETS.register("cifar10")(DatasetInfo(
+    10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), crop_padding=4, flip=True))
+DATASETS.register("cifar100")(DatasetInfo(
+    100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), crop_padding=4, flip=True))
+# A user's own arrays from dataset.path; statistics come from config or default to 0.5.
+DATASETS.register("npz")(DatasetInfo(0, (0.5,), (0.5,)))
+
+
+def _tfds_data_dir(config: ml_collections.ConfigDict) -> str:
+  return config.get("data_dir") or os.environ.get(
+      "TFDS_DATA_DIR", os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
+
+
+def _tfds_prepared(name: str, data_dir: str) -> bool:
+  # Looked up on disk so that the offline path never imports TensorFlow.
+  return bool(glob.glob(os.path.join(data_dir, name, "*", "dataset_info.json")))
+
+
+def _load_tfds(name: str, split: str, data_dir: str, download: bool) -> tuple[np.ndarray, np.ndarray]:
+  import tensorflow_datasets as tfds  # Input pipeline only.
+
+  try:
+    dataset = tfds.load(name, split=split, data_dir=data_dir, shuffle_files=False, download=download)
+    # Chunks, not batch_size=-1: TF aborts on that for datasets of unknown size.
+    chunks = list(tfds.as_numpy(dataset.batch(8192)))
+  except Exception as e:  # tfds raises many types: network, missing files, bad versions.
+    raise JaxkdError(f"tensorflow-datasets could not load {name}/{split} from {data_dir}: "
+                     f"{type(e).__name__}: {str(e)[:300]}. Prepare it with tfds first "
+                     f"(or set dataset.source='offline' where there is an offline copy).") from e
+  return (np.concatenate([c["image"] for c in chunks]),
+          np.concatenate([c["label"] for c in chunks]))
+
+
+def choose_source(name: str, config: ml_collections.ConfigDict) -> str:
+  """'tfds' or 'offline' for config.source in {'auto', 'tfds', 'offline'}.
+
+  auto: tfds when the dataset is already prepared in the data dir, otherwise
+  the offline copy where the dataset has one, otherwise a tfds download.
+  """
+  info = DATASETS.get(name)
+  source = config.get("source", "auto")
+  if source not in ("auto", "tfds", "offline"):
+    raise JaxkdError(f"dataset.source must be 'auto', 'tfds' or 'offline', got '{source}'.")
+  if source == "offline" and info.offline is None:
+    raise JaxkdError(f"dataset '{name}' has no offline copy; use dataset.source='tfds'.")
+  if source == "auto":
+    if info.offline is not None and not _tfds_prepared(name, _tfds_data_dir(config)):
+      return "offline"
+    return "tfds"
+  return source
+
+
+def load_split(config: ml_collections.ConfigDict, split: str) -> ArrayDataset:
+  """Loads split 'train' or 'test' of config.name into memory, in its fixed order."""
+  name = config.name
+  info = DATASETS.get(name)
+  if name == "npz":
+    if not config.get("path"):
+      raise JaxkdError("dataset 'npz' needs dataset.path: a .npz file with x_train, y_train, "
+                       "x_test, y_test.")
+    return load_npz(config.path, split, config.get("num_classes"))
+  source = choose_source(name, config)
+  if source == "offline":
+    images, labels = info.offline(split)
+  else:
+    images, labels = _load_tfds(name, split, _tfds_data_dir(config), download=True)
+  return ArrayDataset(images, labels, info.num_classes, name=name, split=split)
+
+
+def preprocessing(config: ml_collections.ConfigDict, image_channels: int) -> dict:
+  """The Preprocess fields for a dataset: its defaults, overridden by the config."""
+  info = DATASETS.get(config.name)
+  mean = config.get("mean") or info.mean
+  std = config.get("std") or info.std
+  if len(mean) == 1 and image_channels > 1:
+    mean, std = mean * image_channels, std * image_channels
+  if len(mean) != image_channels or len(std) != image_channels:
+    raise JaxkdError(f"dataset.mean/std have {len(mean)}/{len(std)} values for images with "
+                     f"{image_channels} channels; give one value per channel.")
+  crop = config.get("crop_padding")
+  flip = config.get("flip")
+  return dict(mean=tuple(mean), std=tuple(std),
+              crop_padding=info.crop_padding if crop is None else int(crop),
+              flip=info.flip if flip is None else bool(flip))

@@ -1,0 +1,53 @@
+"""Command line: python -m jaxkd.main --config=configs/mnist/teacher.py --workdir=DIR
+
+Any config field can be overridden: --config.train.epochs=3 --config.seed=1.
+Running again with the same workdir resumes from its latest checkpoint.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from jaxkd.errors import JaxkdError
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and reports.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _fail(message: str) -> None:
+  print(f"jaxkd: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl parsing, with config mistakes reported as one line (exit code 2)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e))
+  except AttributeError as e:  # ml_collections: an override names a field the config lacks.
+    _fail(f"unknown config field in an override: {str(e.args[0]).strip(chr(39))}")
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}; use --config.<field>=<value>.")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
+  from jaxkd import train  # Imported after flag parsing: fast --help and clear flag errors.
+
+  try:
+    result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except JaxkdError as e:
+    _fail(str(e))
+  if not result["interrupted"]:
+    train.say(f"final test accuracy {result['test_accuracy']:.4f} "
+              f"({result['test_errors']} errors of {result['test_count']}) at step {result['step']}; "
+              f"workdir {_WORKDIR.value}")
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,95 @@
+"""Optimizers and learning-rate schedules from config, built with optax.
+
+config.optimizer: name (sgd | adam | adamw), learning_rate, momentum, nesterov,
+b1, b2, eps, weight_decay, decay_biases_and_norms, grad_clip_norm.
+config.schedule: name (constant | step | cosine), warmup_epochs,
+boundaries_epochs and decay_factor (step), end_factor (cosine).
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxkd.errors import JaxkdError
+from jaxkd.registry import Registry
+
+SCHEDULES: Registry = Registry("schedule")
+OPTIMIZERS: Registry = Registry("optimizer")
+
+
+@SCHEDULES.register("constant")
+def _constant(config, base_lr, steps_per_epoch, decay_steps):
+  return optax.constant_schedule(base_lr)
+
+
+@SCHEDULES.register("step")
+def _step(config, base_lr, steps_per_epoch, decay_steps):
+  # Multi-step decay: multiply by decay_factor at each boundary (in epochs).
+  factor = config.get("decay_factor", 0.1)
+  boundaries = {int(round(e * steps_per_epoch)): factor for e in config.get("boundaries_epochs", ())}
+  return optax.piecewise_constant_schedule(base_lr, boundaries)
+
+
+@SCHEDULES.register("cosine")
+def _cosine(config, base_lr, steps_per_epoch, decay_steps):
+  return optax.cosine_decay_schedule(base_lr, max(decay_steps, 1), alpha=config.get("end_factor", 0.0))
+
+
+def make_schedule(config: ml_collections.ConfigDict, base_lr: float, steps_per_epoch: int,
+                  total_steps: int) -> optax.Schedule:
+  """Linear warm-up from 0 over warmup_epochs, then the named schedule.
+
+  Step boundaries count from the start of training, warm-up included (the
+  usual 'divide at epochs 150/180/210'); cosine decays over the steps after it.
+  """
+  make = SCHEDULES.get(config.name)
+  warmup_steps = int(round(config.get("warmup_epochs", 0) * steps_per_epoch))
+  main = make(config, base_lr, steps_per_epoch, total_steps - warmup_steps)
+  if not warmup_steps:
+    return main
+  warmup = optax.linear_schedule(0.0, base_lr, warmup_steps)
+  offset = 0 if config.name == "step" else warmup_steps
+  return lambda step: jnp.where(step < warmup_steps, warmup(step), main(step - offset))
+
+
+def decay_mask(params: Any) -> Any:
+  """True for the leaves weight decay applies to: kernels, not biases or norm scales."""
+  return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+@OPTIMIZERS.register("sgd")
+def _sgd(config, schedule, mask):
+  # L2 added to the gradient before momentum, as in PyTorch's SGD(weight_decay=...).
+  return optax.chain(
+      optax.add_decayed_weights(config.get("weight_decay", 0.0), mask),
+      optax.sgd(schedule, momentum=config.get("momentum", 0.0) or None,
+                nesterov=config.get("nesterov", False)))
+
+
+@OPTIMIZERS.register("adam")
+def _adam(config, schedule, mask):
+  return optax.chain(
+      optax.add_decayed_weights(config.get("weight_decay", 0.0), mask),
+      optax.adam(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
+                 eps=config.get("eps", 1e-8)))
+
+
+@OPTIMIZERS.register("adamw")
+def _adamw(config, schedule, mask):
+  return optax.adamw(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
+                     eps=config.get("eps", 1e-8), weight_decay=config.get("weight_decay", 0.0),
+                     mask=mask)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule
+                   ) -> optax.GradientTransformation:
+  make = OPTIMIZERS.get(config.name)
+  if config.get("learning_rate", None) is None or config.learning_rate <= 0:
+    raise JaxkdError(f"optimizer.learning_rate must be > 0, got {config.get('learning_rate')}.")
+  mask = None if config.get("decay_biases_and_norms", False) else decay_mask
+  tx = make(config, schedule, mask)
+  clip = config.get("grad_clip_norm", 0.0)
+  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx

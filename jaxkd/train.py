@@ -1,0 +1,256 @@
+"""Train state, the jitted train and eval steps, and the training loop.
+
+The steps are pure functions of (state, batch) compiled once with jax.jit over
+a device mesh: the batch is split on the 'data' axis, the state replicated.
+"""
+
+import json
+import pathlib
+import platform
+import sys
+import time
+from typing import Any, Callable
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import tqdm
+from jax.sharding import Mesh
+
+from jaxkd import config_base
+from jaxkd.checkpoint import Checkpointer
+from jaxkd.data import (ArrayDataset, Preprocess, TrainBatches, eval_batches, load_split,
+                        prefetch, preprocessing)
+from jaxkd.errors import JaxkdError
+from jaxkd.interrupt import stop_on_signals
+from jaxkd.metric_writer import MetricWriter
+from jaxkd.models import create_model
+from jaxkd.optim import make_optimizer, make_schedule
+from jaxkd.sharding import batch_sharding, check_batch_size, make_mesh, replicated, shard_batch
+
+Batch = dict[str, jax.Array]
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training, as one pytree (what is checkpointed).
+
+  model_state holds the model's non-parameter collections (e.g. batch_stats).
+  rng is the run's base key; step s uses fold_in(rng, s).
+  """
+
+  step: jax.Array
+  params: Any
+  model_state: Any
+  opt_state: Any
+  rng: jax.Array
+
+  def variables(self) -> dict:
+    return {"params": self.params, **self.model_state}
+
+
+def init_train_state(model: nn.Module, tx: optax.GradientTransformation,
+                     image_shape: tuple[int, ...], seed: int, mesh: Mesh) -> TrainState:
+  def init():
+    init_key, dropout_key, state_key = jax.random.split(jax.random.PRNGKey(seed), 3)
+    variables = dict(model.init({"params": init_key, "dropout": dropout_key},
+                                jnp.zeros((1, *image_shape), jnp.float32), train=False))
+    params = variables.pop("params")
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
+                      opt_state=tx.init(params), rng=state_key)
+
+  return jax.jit(init, out_shardings=replicated(mesh))()
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preprocess: Preprocess,
+                    mesh: Mesh, schedule: optax.Schedule | None = None
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """Returns step(state, batch) -> (state, metrics), jitted over `mesh`."""
+
+  def step(state: TrainState, batch: Batch):
+    augment_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+    images = preprocess(batch["image"], augment_key)
+    mutable = list(state.model_state)
+
+    def loss_fn(params):
+      variables = {"params": params, **state.model_state}
+      logits, new_model_state = model.apply(variables, images, train=True,
+                                            rngs={"dropout": dropout_key}, mutable=mutable)
+      return cross_entropy(logits, batch["label"]), (logits, new_model_state)
+
+    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                              model_state=dict(model_state), opt_state=opt_state)
+    metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
+               "grad_norm": optax.tree.norm(grads)}
+    if schedule is not None:
+      metrics["learning_rate"] = schedule(state.step)
+    return new_state, metrics
+
+  return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                 out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
+
+
+def make_eval_step(model: nn.Module, preprocess: Preprocess, mesh: Mesh
+                   ) -> Callable[[dict, Batch], dict]:
+  """Returns eval(variables, batch) -> sums over the real (mask == 1) examples."""
+
+  def step(variables: dict, batch: Batch):
+    logits = model.apply(variables, preprocess(batch["image"]), train=False)
+    mask = batch["mask"]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask),
+            "count": jnp.sum(mask)}
+
+  return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                 out_shardings=replicated(mesh))
+
+
+def evaluate(eval_step: Callable, variables: dict, data: ArrayDataset, batch_size: int,
+             mesh: Mesh) -> dict:
+  """Loss, accuracy and error count over every example of `data`, each counted once."""
+  totals = None
+  for batch in eval_batches(data, batch_size, jax.process_index(), jax.process_count()):
+    sums = eval_step(variables, shard_batch(batch, mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = int(round(float(totals["count"])))
+  correct = int(round(float(totals["correct"])))
+  return {"loss": float(totals["loss_sum"]) / count, "accuracy": correct / count,
+          "errors": count - correct, "count": count}
+
+
+def _write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+  if jax.process_index() != 0:
+    return
+  (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  import orbax.checkpoint as ocp
+
+  info = {"argv": sys.argv, "python": platform.python_version(),
+          "versions": {"jax": jax.__version__, "jaxlib": jax.lib.__version__,
+                       "flax": flax.__version__, "optax": optax.__version__,
+                       "orbax-checkpoint": getattr(ocp, "__version__", "unknown"),
+                       "numpy": np.__version__},
+          "devices": [str(d) for d in mesh.devices.flat], "process_count": jax.process_count()}
+  (workdir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
+
+
+def say(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, flush=True)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+                       datasets: tuple[ArrayDataset, ArrayDataset] | None = None,
+                       mesh: Mesh | None = None) -> dict:
+  """Trains config.model on config.dataset in `workdir`, resuming from its checkpoint.
+
+  `datasets` = (train, test) arrays replaces config.dataset's loader (a user's
+  own in-memory data). Returns the final test metrics and the step reached.
+  """
+  config_base.validate(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  mesh = mesh or make_mesh()
+  train_data, test_data = datasets or (load_split(config.dataset, "train"),
+                                       load_split(config.dataset, "test"))
+  if train_data.num_classes != test_data.num_classes:
+    raise JaxkdError(f"train and test splits have {train_data.num_classes} and "
+                     f"{test_data.num_classes} classes; they must agree.")
+  check_batch_size(config.train.batch_size, mesh)
+  check_batch_size(config.train.eval_batch_size, mesh, "train.eval_batch_size")
+
+  batches = TrainBatches(train_data, config.train.batch_size, config.seed,
+                         jax.process_index(), jax.process_count())
+  steps_per_epoch = batches.steps_per_epoch
+  total_steps = config.train.num_steps or int(round(config.train.epochs * steps_per_epoch))
+  preprocess = Preprocess(**preprocessing(config.dataset, train_data.image_shape[-1]))
+  model = create_model(config.model, train_data.num_classes)
+  schedule = make_schedule(config.schedule, config.optimizer.learning_rate, steps_per_epoch,
+                           total_steps)
+  tx = make_optimizer(config.optimizer, schedule)
+  state = init_train_state(model, tx, train_data.image_shape, config.seed, mesh)
+
+  checkpointer = Checkpointer(workdir, config.train.checkpoint_every_steps or steps_per_epoch,
+                              config.train.keep_checkpoints)
+  if checkpointer.latest_step() is not None:
+    state = checkpointer.restore(state)
+    say(f"resuming from the checkpoint at step {int(state.step)} in {checkpointer.directory}")
+  start_step = int(state.step)
+  _write_run_files(workdir, config, mesh)
+  writer = MetricWriter(workdir, resume_step=start_step)
+  train_step = make_train_step(model, tx, preprocess, mesh, schedule)
+  eval_step = make_eval_step(model, preprocess, mesh)
+  eval_every = config.train.eval_every_steps or steps_per_epoch
+  log_every = config.train.log_every_steps
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  say(f"{config.model.name} ({num_params:,} params) on {config.dataset.name}: "
+      f"{len(train_data)} train / {len(test_data)} test examples, {mesh.devices.size} device(s), "
+      f"steps {start_step}->{total_steps} ({steps_per_epoch} per epoch)")
+
+  pending, last_time, last_step, stopped_by = [], time.perf_counter(), start_step, None
+  progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
+                       disable=jax.process_index() != 0, mininterval=1.0 if sys.stderr.isatty() else 30)
+  # The thread only gathers host arrays: device transfers stay on the main thread, since
+  # transfers racing collectives from another thread can deadlock the CPU backend.
+  host_batches = prefetch(batches.iterate(start_step, total_steps))
+  with stop_on_signals() as stop:
+    for step, batch in zip(range(start_step + 1, total_steps + 1), host_batches):
+      state, metrics = train_step(state, shard_batch(batch, mesh))
+      if pending:
+        # At most two steps in flight: one queued ahead hides dispatch latency, and an
+        # unbounded queue deadlocks collectives on multi-device CPU (threads starve).
+        jax.block_until_ready(pending[-1])
+      pending.append(metrics)
+      progress.update(1)
+      if step % log_every == 0 or step == total_steps:
+        means = {k: float(np.mean(v)) for k, v in jax.tree.map(
+            lambda *xs: np.stack(xs), *jax.device_get(pending)).items()}
+        if not np.isfinite(means["loss"]):
+          checkpointer.close()
+          raise JaxkdError(f"the training loss became {means['loss']} by step {step}; the last "
+                           f"good checkpoint is kept in {checkpointer.directory}. Lower the "
+                           "learning rate or add grad_clip_norm, then run again.")
+        now = time.perf_counter()
+        means["examples_per_sec"] = (step - last_step) * config.train.batch_size / (now - last_time)
+        means["epoch"] = step / steps_per_epoch
+        writer.write(step, "train", means)
+        progress.set_postfix(epoch=f"{means['epoch']:.2f}", loss=f"{means['loss']:.4f}",
+                             ex_per_s=f"{means['examples_per_sec']:.0f}", refresh=False)
+        pending, last_time, last_step = [], now, step
+      if step % eval_every == 0 or step == total_steps:
+        result = evaluate(eval_step, state.variables(), test_data, config.train.eval_batch_size, mesh)
+        writer.write(step, "test", result)
+        progress.write(f"step {step} epoch {step / steps_per_epoch:.2f}: test accuracy "
+                       f"{result['accuracy']:.4f} ({result['errors']} errors / {result['count']})")
+        last_time = time.perf_counter()  # Evaluation time is not training throughput.
+      checkpointer.save(step, state)
+      if stop.requested:
+        stopped_by = stop.signal_name
+        break
+  progress.close()
+
+  final_step = int(state.step)
+  checkpointer.save(final_step, state, force=True)
+  checkpointer.close()
+  if stopped_by:
+    writer.close()
+    say(f"stopped by {stopped_by} at step {final_step}; checkpoint saved. "
+        "Run the same command again to resume.")
+    return {"step": final_step, "interrupted": True, "num_params": num_params}
+  result = evaluate(eval_step, state.variables(), test_data, config.train.eval_batch_size, mesh)
+  if final_step == start_step and not stopped_by:
+    say(f"already trained to step {final_step}; test accuracy {result['accuracy']:.4f}")
+  writer.close()
+  return {"step": final_step, "interrupted": False, "num_params": num_params,
+          **{f"test_{k}": v for k, v in result.items()}}

@@ -1,0 +1,68 @@
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from jaxkd.errors import JaxkdError
+from jaxkd.optim import make_optimizer, make_schedule
+
+
+def _schedule(**fields):
+  return ml_collections.ConfigDict({"warmup_epochs": 0.0, "boundaries_epochs": (),
+                                    "decay_factor": 0.1, "end_factor": 0.0, **fields})
+
+
+def test_step_schedule_divides_at_epoch_boundaries():
+  schedule = make_schedule(_schedule(name="step", boundaries_epochs=(2, 3)), 0.5, 10, 50)
+  assert [float(schedule(s)) for s in (0, 19, 20, 29, 30, 49)] == pytest.approx(
+      [0.5, 0.5, 0.05, 0.05, 0.005, 0.005])
+
+
+def test_warmup_then_cosine():
+  schedule = make_schedule(_schedule(name="cosine", warmup_epochs=1), 1.0, 10, 110)
+  assert float(schedule(0)) == 0.0 and float(schedule(5)) == pytest.approx(0.5)
+  assert float(schedule(10)) == pytest.approx(1.0)
+  assert float(schedule(60)) == pytest.approx(0.5)  # Halfway through the 100 cosine steps.
+  assert float(schedule(110)) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_warmup_keeps_step_boundaries_absolute():
+  schedule = make_schedule(_schedule(name="step", warmup_epochs=1, boundaries_epochs=(3,)), 1.0, 10, 50)
+  assert [float(schedule(s)) for s in (5, 10, 29, 30)] == pytest.approx([0.5, 1.0, 1.0, 0.1])
+
+
+def _optimizer(**fields):
+  return ml_collections.ConfigDict({"momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
+                                    "decay_biases_and_norms": False, "grad_clip_norm": 0.0,
+                                    **fields})
+
+
+@pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
+def test_weight_decay_skips_biases_unless_asked(name):
+  params = {"kernel": jnp.ones((2, 2)), "bias": jnp.ones((2,))}
+  zero_grads = {"kernel": jnp.zeros((2, 2)), "bias": jnp.zeros((2,))}
+  for decay_all, bias_changes in ((False, False), (True, True)):
+    tx = make_optimizer(_optimizer(name=name, learning_rate=0.1, weight_decay=0.5,
+                                   decay_biases_and_norms=decay_all), optax.constant_schedule(0.1))
+    updates, _ = tx.update(zero_grads, tx.init(params), params)
+    new = optax.apply_updates(params, updates)
+    assert float(new["kernel"][0, 0]) < 1.0
+    assert (float(new["bias"][0]) < 1.0) == bias_changes
+
+
+def test_sgd_weight_decay_is_l2_on_the_gradient():
+  params = {"kernel": jnp.full((1, 1), 2.0)}
+  tx = make_optimizer(_optimizer(name="sgd", learning_rate=0.1, weight_decay=0.01),
+                      optax.constant_schedule(0.1))
+  updates, _ = tx.update({"kernel": jnp.full((1, 1), 1.0)}, tx.init(params), params)
+  np.testing.assert_allclose(updates["kernel"], -0.1 * (1.0 + 0.01 * 2.0), rtol=1e-6)
+
+
+def test_unknown_optimizer_and_bad_learning_rate():
+  with pytest.raises(JaxkdError, match="unknown optimizer 'lamb'.*Known optimizers: adam, adamw, sgd"):
+    make_optimizer(_optimizer(name="lamb", learning_rate=0.1), optax.constant_schedule(0.1))
+  with pytest.raises(JaxkdError, match="learning_rate must be > 0"):
+    make_optimizer(_optimizer(name="sgd", learning_rate=0.0), optax.constant_schedule(0.0))
+  with pytest.raises(JaxkdError, match="unknown schedule 'linear'"):
+    make_schedule(_schedule(name="linear"), 0.1, 10, 100)

@@ -1,0 +1,65 @@
+import jax
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from conftest import toy_arrays, toy_config
+
+from jaxkd import train
+from jaxkd.data import ArrayDataset, Preprocess, TrainBatches
+from jaxkd.errors import JaxkdError
+from jaxkd.metric_writer import read_metrics
+from jaxkd.models import create_model
+from jaxkd.sharding import make_mesh, shard_batch
+
+
+def test_loss_decreases_and_eval_counts_every_test_example(tmp_path, toy_datasets):
+  config = toy_config(num_steps=40, log_every_steps=10)
+  result = train.train_and_evaluate(config, tmp_path, datasets=toy_datasets)
+  losses = [r["loss"] for r in read_metrics(tmp_path) if r["split"] == "train"]
+  assert len(losses) == 4 and losses[-1] < 0.5 * losses[0]
+  assert result["test_count"] == 203  # 4 batches of 64, the last one padded.
+  assert result["test_accuracy"] > 0.9
+  assert (tmp_path / "config.json").exists() and (tmp_path / "run_info.json").exists()
+  assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def _train_steps(devices, model_config, image_size, num_steps=4):
+  train_data = ArrayDataset(*toy_arrays(256, 0, size=image_size), num_classes=4)
+  mesh = make_mesh(devices)
+  model = create_model(model_config, 4)
+  tx = optax.sgd(0.1, momentum=0.9)
+  state = train.init_train_state(model, tx, train_data.image_shape, 0, mesh)
+  step = train.make_train_step(model, tx, Preprocess((0.5,), (0.5,), crop_padding=1, flip=True), mesh)
+  batches = TrainBatches(train_data, 32, seed=0)
+  for s in range(num_steps):
+    state, metrics = step(state, shard_batch(batches.batch(s), mesh))
+  return jax.device_get(state), jax.device_get(metrics)
+
+
+@pytest.mark.parametrize("model_config,image_size", [
+    ({"name": "mlp", "widths": (32, 32), "dropout": 0.3}, 8),
+    ({"name": "lenet", "batch_norm": True}, 16),
+])
+def test_one_and_eight_devices_give_the_same_parameters(model_config, image_size):
+  """Dropout, BatchNorm statistics and augmentation included: the mesh changes nothing."""
+  model_config = ml_collections.ConfigDict(model_config)
+  assert jax.device_count() == 8
+  one, metrics_one = _train_steps(jax.devices()[:1], model_config, image_size)
+  eight, metrics_eight = _train_steps(jax.devices(), model_config, image_size)
+  for a, b in zip(jax.tree.leaves(one), jax.tree.leaves(eight)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(metrics_one["loss"], metrics_eight["loss"], rtol=1e-5)
+  assert int(eight.step) == 4
+
+
+def test_batch_that_does_not_divide_over_devices_is_refused(tmp_path, toy_datasets):
+  with pytest.raises(JaxkdError, match=r"train.batch_size=36 does not divide over 8 devices.*e.g. 40"):
+    train.train_and_evaluate(toy_config(batch_size=36), tmp_path, datasets=toy_datasets)
+
+
+def test_nan_loss_stops_the_run_and_names_the_step(tmp_path, toy_datasets):
+  config = toy_config(num_steps=20, log_every_steps=5, checkpoint_every_steps=5)
+  config.optimizer.learning_rate = 1e30
+  with pytest.raises(JaxkdError, match=r"loss became nan by step \d+.*last good checkpoint"):
+    train.train_and_evaluate(config, tmp_path, datasets=toy_datasets)
