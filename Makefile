@@ -3,8 +3,8 @@
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
 PY := $(VENV)/bin/python
-WORKDIR ?= runs/mnist_teacher
-CONFIG ?= configs/mnist/teacher.py
+WORKDIR ?= runs/mnist_pipeline
+CONFIG ?= configs/mnist/pipeline.py
 
 .PHONY: demo test install data clean
 

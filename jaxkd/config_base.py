@@ -23,6 +23,15 @@ def base_config() -> ml_collections.ConfigDict:
       std=config_dict.placeholder(tuple),
       crop_padding=config_dict.placeholder(int),  # None: dataset default
       flip=config_dict.placeholder(bool),  # None: dataset default
+      mixup_alpha=0.0,  # > 0: mixup (teacher and student see the same mixed view)
+  ))
+
+  # The objective: weighted named terms (jaxkd.distill); plain training is ce alone.
+  config.distill = ml_collections.ConfigDict(dict(
+      terms=ml_collections.ConfigDict({"ce": ml_collections.ConfigDict({"weight": 1.0})}),
+      teacher_combine="average",  # average | sum (several teachers)
+      teachers=(),  # workdirs of trained teachers, run online in the train step
+      soft_labels=(),  # cached soft labels (one .npz per teacher); then no teacher runs
   ))
 
   # Model options beyond `name` are the model's constructor arguments.
@@ -71,3 +80,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise JaxkdError("train.batch_size and train.eval_batch_size must be positive.")
   if config.train.num_steps <= 0 and config.train.epochs <= 0:
     raise JaxkdError("set the run's length: train.epochs > 0 or train.num_steps > 0.")
+
+
+def load_config_file(path) -> ml_collections.ConfigDict:
+  """get_config() of another config file, so that recipes are written once."""
+  import importlib.util
+  import pathlib
+
+  path = pathlib.Path(path)
+  spec = importlib.util.spec_from_file_location(f"jaxkd_config_{path.stem}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()

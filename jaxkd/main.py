@@ -37,10 +37,15 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; use --config.<field>=<value>.")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
-  from jaxkd import train  # Imported after flag parsing: fast --help and clear flag errors.
+  # Imported after flag parsing: fast --help and clear flag errors.
+  from jaxkd import pipeline, train
 
+  config = _CONFIG.value
   try:
-    result = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if config.get("job", "train") == "pipeline":
+      pipeline.run(config, _WORKDIR.value)
+      return
+    result = train.train_and_evaluate(config, _WORKDIR.value)
   except JaxkdError as e:
     _fail(str(e))
   if not result["interrupted"]:

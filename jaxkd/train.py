@@ -9,7 +9,7 @@ import pathlib
 import platform
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import flax
 import flax.linen as nn
@@ -25,6 +25,9 @@ from jaxkd import config_base
 from jaxkd.checkpoint import Checkpointer
 from jaxkd.data import (ArrayDataset, Preprocess, TrainBatches, eval_batches, load_split,
                         prefetch, preprocessing)
+from jaxkd.data.augment import mixup
+from jaxkd.distill import Objective, TermInputs, build_objective
+from jaxkd.teachers import prepare_teachers
 from jaxkd.errors import JaxkdError
 from jaxkd.interrupt import stop_on_signals
 from jaxkd.metric_writer import MetricWriter
@@ -66,37 +69,56 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation,
   return jax.jit(init, out_shardings=replicated(mesh))()
 
 
-def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-
-
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preprocess: Preprocess,
-                    mesh: Mesh, schedule: optax.Schedule | None = None
-                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
-  """Returns step(state, batch) -> (state, metrics), jitted over `mesh`."""
+                    mesh: Mesh, objective: Objective, num_classes: int,
+                    schedule: optax.Schedule | None = None,
+                    teachers: Sequence[nn.Module] = (), steps_per_epoch: int = 1,
+                    mixup_alpha: float = 0.0) -> Callable:
+  """Returns step(state, teacher_variables, batch) -> (state, metrics), jitted over `mesh`.
 
-  def step(state: TrainState, batch: Batch):
-    augment_key, dropout_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+  Teachers are frozen inputs: run in inference mode on the student's augmented
+  view under stop_gradient, never differentiated or donated. A batch that
+  carries `teacher_logits` (cached soft labels, [B, K, C]) runs no teacher.
+  """
+
+  def step(state: TrainState, teacher_variables: Sequence[dict], batch: Batch):
+    augment_key, dropout_key, mixup_key = jax.random.split(
+        jax.random.fold_in(state.rng, state.step), 3)
     images = preprocess(batch["image"], augment_key)
+    targets = jax.nn.one_hot(batch["label"], num_classes)
+    if mixup_alpha > 0:
+      images, targets = mixup(mixup_key, images, targets, mixup_alpha)
+    if "teacher_logits" in batch:
+      teacher_logits = jnp.swapaxes(batch["teacher_logits"].astype(jnp.float32), 0, 1)
+    elif objective.needs_teacher:
+      teacher_logits = jax.lax.stop_gradient(jnp.stack([
+          teacher.apply(variables, images, train=False)
+          for teacher, variables in zip(teachers, teacher_variables)]))
+    else:
+      teacher_logits = None
     mutable = list(state.model_state)
 
     def loss_fn(params):
       variables = {"params": params, **state.model_state}
       logits, new_model_state = model.apply(variables, images, train=True,
                                             rngs={"dropout": dropout_key}, mutable=mutable)
-      return cross_entropy(logits, batch["label"]), (logits, new_model_state)
+      inputs = TermInputs(logits, teacher_logits, batch["label"], targets, state.step,
+                          steps_per_epoch)
+      loss, term_metrics = objective(inputs)
+      return loss, (logits, new_model_state, term_metrics)
 
-    (loss, (logits, model_state)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    (loss, (logits, model_state, term_metrics)), grads = jax.value_and_grad(
+        loss_fn, has_aux=True)(state.params)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
                               model_state=dict(model_state), opt_state=opt_state)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-               "grad_norm": optax.tree.norm(grads)}
+               "grad_norm": optax.tree.norm(grads), **term_metrics}
     if schedule is not None:
       metrics["learning_rate"] = schedule(state.step)
     return new_state, metrics
 
-  return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+  return jax.jit(step, in_shardings=(replicated(mesh), replicated(mesh), batch_sharding(mesh)),
                  out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
 
 
@@ -130,7 +152,8 @@ def evaluate(eval_step: Callable, variables: dict, data: ArrayDataset, batch_siz
           "errors": count - correct, "count": count}
 
 
-def _write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, mesh: Mesh) -> None:
+def _write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, mesh: Mesh,
+                     data: ArrayDataset) -> None:
   if jax.process_index() != 0:
     return
   (workdir / "config.json").write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
@@ -141,7 +164,8 @@ def _write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, m
                        "flax": flax.__version__, "optax": optax.__version__,
                        "orbax-checkpoint": getattr(ocp, "__version__", "unknown"),
                        "numpy": np.__version__},
-          "devices": [str(d) for d in mesh.devices.flat], "process_count": jax.process_count()}
+          "devices": [str(d) for d in mesh.devices.flat], "process_count": jax.process_count(),
+          "num_classes": data.num_classes, "image_shape": list(data.image_shape)}
   (workdir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
@@ -174,7 +198,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
                          jax.process_index(), jax.process_count())
   steps_per_epoch = batches.steps_per_epoch
   total_steps = config.train.num_steps or int(round(config.train.epochs * steps_per_epoch))
-  preprocess = Preprocess(**preprocessing(config.dataset, train_data.image_shape[-1]))
+  preprocess_fields = preprocessing(config.dataset, train_data.image_shape[-1])
+  preprocess = Preprocess(**preprocess_fields)
+  objective = build_objective(config.distill, steps_per_epoch, total_steps)
+  teachers, teacher_variables, cached_logits = prepare_teachers(
+      config.distill, objective, train_data, preprocess_fields, mesh)
+  if cached_logits is not None:
+    batches.add_extra("teacher_logits", cached_logits)
   model = create_model(config.model, train_data.num_classes)
   schedule = make_schedule(config.schedule, config.optimizer.learning_rate, steps_per_epoch,
                            total_steps)
@@ -187,13 +217,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     state = checkpointer.restore(state)
     say(f"resuming from the checkpoint at step {int(state.step)} in {checkpointer.directory}")
   start_step = int(state.step)
-  _write_run_files(workdir, config, mesh)
+  _write_run_files(workdir, config, mesh, train_data)
   writer = MetricWriter(workdir, resume_step=start_step)
-  train_step = make_train_step(model, tx, preprocess, mesh, schedule)
+  train_step = make_train_step(model, tx, preprocess, mesh, objective, train_data.num_classes,
+                               schedule, teachers, steps_per_epoch, config.dataset.mixup_alpha)
   eval_step = make_eval_step(model, preprocess, mesh)
   eval_every = config.train.eval_every_steps or steps_per_epoch
   log_every = config.train.log_every_steps
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  terms = ", ".join(f"{t.label}" for t in objective.terms)
+  source = ("cached soft labels" if cached_logits is not None else
+            f"{len(teachers)} online teacher(s)" if teachers else "no teacher")
+  say(f"objective [{terms}] with {source}")
   say(f"{config.model.name} ({num_params:,} params) on {config.dataset.name}: "
       f"{len(train_data)} train / {len(test_data)} test examples, {mesh.devices.size} device(s), "
       f"steps {start_step}->{total_steps} ({steps_per_epoch} per epoch)")
@@ -206,7 +241,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   host_batches = prefetch(batches.iterate(start_step, total_steps))
   with stop_on_signals() as stop:
     for step, batch in zip(range(start_step + 1, total_steps + 1), host_batches):
-      state, metrics = train_step(state, shard_batch(batch, mesh))
+      state, metrics = train_step(state, teacher_variables, shard_batch(batch, mesh))
       if pending:
         # At most two steps in flight: one queued ahead hides dispatch latency, and an
         # unbounded queue deadlocks collectives on multi-device CPU (threads starve).

@@ -7,7 +7,7 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from jaxkd import config_base
+from jaxkd import config_base, pipeline
 from jaxkd.errors import JaxkdError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -74,4 +74,7 @@ def test_every_config_file_loads_and_validates():
     values = flags.FlagValues()
     config_flags.DEFINE_config_file("config", None, "", flag_values=values)
     values(["prog", f"--config={path}"])
-    config_base.validate(values.config)
+    if values.config.get("job") == "pipeline":
+      pipeline.validate(values.config)
+    else:
+      config_base.validate(values.config)

@@ -1,4 +1,5 @@
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
@@ -10,7 +11,8 @@ from jaxkd.data import ArrayDataset, Preprocess, TrainBatches
 from jaxkd.errors import JaxkdError
 from jaxkd.metric_writer import read_metrics
 from jaxkd.models import create_model
-from jaxkd.sharding import make_mesh, shard_batch
+from jaxkd.distill import build_objective
+from jaxkd.sharding import make_mesh, replicate, shard_batch
 
 
 def test_loss_decreases_and_eval_counts_every_test_example(tmp_path, toy_datasets):
@@ -25,15 +27,23 @@ def test_loss_decreases_and_eval_counts_every_test_example(tmp_path, toy_dataset
 
 
 def _train_steps(devices, model_config, image_size, num_steps=4):
+  """A few distillation steps (ce + kd from an online teacher) on the given devices."""
   train_data = ArrayDataset(*toy_arrays(256, 0, size=image_size), num_classes=4)
   mesh = make_mesh(devices)
   model = create_model(model_config, 4)
+  teacher = create_model(ml_collections.ConfigDict({"name": "mlp", "widths": (16,)}), 4)
+  teacher_variables = replicate(teacher.init(jax.random.PRNGKey(9), jnp.zeros((1, image_size, image_size, 1))), mesh)
+  objective = build_objective(ml_collections.ConfigDict({
+      "terms": {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "temperature": 2.0}},
+      "teacher_combine": "average"}), steps_per_epoch=8, total_steps=num_steps)
   tx = optax.sgd(0.1, momentum=0.9)
   state = train.init_train_state(model, tx, train_data.image_shape, 0, mesh)
-  step = train.make_train_step(model, tx, Preprocess((0.5,), (0.5,), crop_padding=1, flip=True), mesh)
+  preprocess = Preprocess((0.5,), (0.5,), crop_padding=1, flip=True)
+  step = train.make_train_step(model, tx, preprocess, mesh, objective, 4, teachers=[teacher])
   batches = TrainBatches(train_data, 32, seed=0)
   for s in range(num_steps):
-    state, metrics = step(state, shard_batch(batches.batch(s), mesh))
+    state, metrics = step(state, [teacher_variables], shard_batch(batches.batch(s), mesh))
+  assert float(metrics["loss/kd"]) > 0
   return jax.device_get(state), jax.device_get(metrics)
 
 

@@ -48,3 +48,12 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
   """Mirrors each image left-right with probability 1/2."""
   flip = jax.random.bernoulli(key, 0.5, (images.shape[0], 1, 1, 1))
   return jnp.where(flip, images[:, :, ::-1], images)
+
+
+def mixup(key: jax.Array, images: jax.Array, targets: jax.Array, alpha: float
+          ) -> tuple[jax.Array, jax.Array]:
+  """Zhang et al. 2018: mixes each example with its neighbour in the batch (rolled by
+  one) with one Beta(alpha, alpha) ratio; targets are mixed the same way."""
+  ratio = jax.random.beta(key, alpha, alpha)
+  mix = lambda x: ratio * x + (1.0 - ratio) * jnp.roll(x, 1, axis=0)
+  return mix(images), mix(targets)

@@ -44,6 +44,13 @@ class TrainBatches:
     self.steps_per_epoch = len(data) // global_batch_size
     self._local = _local_slice(global_batch_size, process_index, process_count)
     self._epoch, self._permutation = -1, None
+    self.extras: dict[str, np.ndarray] = {}
+
+  def add_extra(self, name: str, values: np.ndarray) -> None:
+    """Per-example arrays keyed by stable index (e.g. cached teacher logits), batched along."""
+    if len(values) != len(self.data):
+      raise JaxkdError(f"'{name}' has {len(values)} rows for {len(self.data)} examples.")
+    self.extras[name] = values
 
   def indices(self, step: int) -> np.ndarray:
     """Stable indices of this process's part of the global batch at `step`."""
@@ -55,8 +62,10 @@ class TrainBatches:
 
   def batch(self, step: int) -> Batch:
     index = self.indices(step)
-    return {"image": self.data.images[index], "label": self.data.labels[index],
-            "index": index.astype(np.int32)}
+    batch = {"image": self.data.images[index], "label": self.data.labels[index],
+             "index": index.astype(np.int32)}
+    batch.update({name: values[index] for name, values in self.extras.items()})
+    return batch
 
   def iterate(self, start_step: int, end_step: int) -> Iterator[Batch]:
     for step in range(start_step, end_step):

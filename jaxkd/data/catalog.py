@@ -8,7 +8,6 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
-from jaxkd.data import mnist_offline
 from jaxkd.data.arrays import ArrayDataset, load_npz
 from jaxkd.errors import JaxkdError
 from jaxkd.registry import Registry
@@ -27,8 +26,14 @@ class DatasetInfo:
   offline: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
 
 
+def _offline_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
+  from jaxkd.data import mnist_offline  # Lazy: it is also run as a script.
+
+  return mnist_offline.load(split)
+
+
 DATASETS: Registry[DatasetInfo] = Registry("dataset")
-DATASETS.register("mnist")(DatasetInfo(10, (0.1307,), (0.3081,), offline=mnist_offline.load))
+DATASETS.register("mnist")(DatasetInfo(10, (0.1307,), (0.3081,), offline=_offline_mnist))
 DATASETS.register("cifar10")(DatasetInfo(
     10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), crop_padding=4, flip=True))
 DATASETS.register("cifar100")(DatasetInfo(

@@ -1,0 +1,11 @@
+"""Distillation objectives: registered terms, combined by weight from the config.
+
+A term is a pure function `term(inputs: TermInputs, **options) -> scalar`.
+Register one with `@register_term("name", uses_teacher=True)`.
+"""
+
+from jaxkd.distill.terms import TERMS, TermInputs, register_term
+from jaxkd.distill.objective import Objective, build_objective
+from jaxkd.distill import logits  # noqa: F401  (registers the logit terms)
+
+__all__ = ["TERMS", "TermInputs", "register_term", "Objective", "build_objective"]

@@ -1,0 +1,109 @@
+"""The objective: a weighted sum of named terms, read from config.distill.terms.
+
+config.distill.terms.<name> = {weight, <options of the term>}, where <name> is a
+registered term or any label with `term: <registered name>` (to use one term
+twice). `weight` and `temperature` may follow a schedule:
+  weight_schedule: constant | warmup (0 -> weight over weight_warmup_epochs)
+                   | cosine (weight -> weight_end over the run)
+  temperature_schedule: constant | warmup (temperature_start -> temperature over
+                   temperature_warmup_epochs) | cosine (temperature -> temperature_end)
+With several teachers, teacher_combine='average' feeds each term the teachers'
+averaged probabilities; 'sum' evaluates each teacher term once per teacher and sums.
+"""
+
+import dataclasses
+import inspect
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from jaxkd.distill.terms import TERMS, TermInputs
+from jaxkd.errors import JaxkdError
+
+SCHEDULE_KINDS = ("constant", "warmup", "cosine")
+
+
+def value_schedule(name: str, spec: dict, steps_per_epoch: int, total_steps: int) -> Callable:
+  """A step -> value schedule for field `name` of a term ('weight' or 'temperature')."""
+  value = float(spec[name])
+  kind = spec.pop(f"{name}_schedule", "constant")
+  warmup_epochs = spec.pop(f"{name}_warmup_epochs", 0.0)
+  start = spec.pop(f"{name}_start", 0.0 if name == "weight" else 1.0)
+  end = spec.pop(f"{name}_end", 0.0 if name == "weight" else 1.0)
+  if kind not in SCHEDULE_KINDS:
+    raise JaxkdError(f"{name}_schedule '{kind}' is not one of {SCHEDULE_KINDS}.")
+  if kind == "warmup":
+    return optax.linear_schedule(float(start), value, max(int(warmup_epochs * steps_per_epoch), 1))
+  if kind == "cosine":
+    return lambda step: end + (value - end) * 0.5 * (
+        1 + jnp.cos(jnp.pi * jnp.minimum(step / max(total_steps, 1), 1.0)))
+  return lambda step: value
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+  label: str
+  fn: Callable
+  weight: Callable
+  temperature: Callable | None
+  options: dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  terms: tuple[Term, ...]
+  teacher_combine: str = "average"
+
+  @property
+  def needs_teacher(self) -> bool:
+    return any(t.fn.uses_teacher for t in self.terms)
+
+  def __call__(self, inputs: TermInputs) -> tuple[jax.Array, dict]:
+    """Returns (total loss, {label: unweighted term value, 'weight/label': weight})."""
+    total, metrics = 0.0, {}
+    for term in self.terms:
+      options = dict(term.options)
+      if term.temperature is not None:
+        options["temperature"] = term.temperature(inputs.step)
+      if term.fn.uses_teacher and self.teacher_combine == "sum":
+        value = sum(term.fn(inputs.replace(teacher_logits=inputs.teacher_logits[k:k + 1]), **options)
+                    for k in range(inputs.teacher_logits.shape[0]))
+      else:
+        value = term.fn(inputs, **options)
+      weight = term.weight(inputs.step)
+      total = total + weight * value
+      metrics[f"loss/{term.label}"] = value
+      metrics[f"weight/{term.label}"] = weight
+    return total, metrics
+
+
+def build_objective(config: ml_collections.ConfigDict, steps_per_epoch: int,
+                    total_steps: int) -> Objective:
+  """Builds the objective of config.distill (terms, teacher_combine)."""
+  if config.teacher_combine not in ("average", "sum"):
+    raise JaxkdError(f"distill.teacher_combine must be 'average' or 'sum', got "
+                     f"'{config.teacher_combine}'.")
+  terms = []
+  for label, spec in config.terms.items():
+    spec = dict(spec.to_dict() if isinstance(spec, ml_collections.ConfigDict) else spec)
+    fn = TERMS.get(spec.pop("term", label))
+    if "weight" not in spec:
+      raise JaxkdError(f"objective term '{label}' needs a weight (distill.terms.{label}.weight).")
+    weight = value_schedule("weight", spec, steps_per_epoch, total_steps)
+    spec.pop("weight")
+    temperature = None
+    if "temperature" in spec:
+      temperature = value_schedule("temperature", spec, steps_per_epoch, total_steps)
+      spec.pop("temperature")
+    known = set(inspect.signature(fn).parameters) - {"inputs"}
+    unknown = sorted(set(spec) - known)
+    if unknown or (temperature is not None and "temperature" not in known):
+      raise JaxkdError(f"objective term '{label}' has no option(s) "
+                       f"{unknown or ['temperature']}; its options are {sorted(known)}.")
+    terms.append(Term(label, fn, weight, temperature, spec))
+  if not terms:
+    raise JaxkdError("distill.terms is empty; give at least one term, e.g. ce with weight 1.")
+  return Objective(tuple(terms), config.teacher_combine)

@@ -1,0 +1,61 @@
+"""What every term sees, the term registry, and helpers shared by logit terms."""
+
+from typing import Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from jaxkd.registry import Registry
+
+TERMS: Registry[Callable] = Registry("objective term")
+
+
+def register_term(name: str, uses_teacher: bool = True):
+  """Registers `fn(inputs, **options) -> scalar` under `name`."""
+
+  def add(fn):
+    fn.uses_teacher = uses_teacher
+    return TERMS.register(name)(fn)
+
+  return add
+
+
+@flax.struct.dataclass
+class TermInputs:
+  """The batch as the objective sees it.
+
+  student_logits [B, C]; teacher_logits [K, B, C] for K teachers (None without
+  a teacher); labels [B] hard labels; targets [B, C] label distributions (one-hot,
+  or mixed by mixup); step and steps_per_epoch for warm-ups.
+  """
+
+  student_logits: jax.Array
+  teacher_logits: jax.Array | None
+  labels: jax.Array
+  targets: jax.Array
+  step: jax.Array
+  steps_per_epoch: int = flax.struct.field(pytree_node=False, default=1)
+
+
+def standardize(logits: jax.Array) -> jax.Array:
+  """Sun et al. 2024 (Logit Standardization in KD): z -> (z - mean(z)) / std(z) per example."""
+  mean = jnp.mean(logits, axis=-1, keepdims=True)
+  std = jnp.std(logits, axis=-1, keepdims=True)
+  return (logits - mean) / (std + 1e-7)
+
+
+def scaled(logits: jax.Array, temperature, standardized: bool) -> jax.Array:
+  return (standardize(logits) if standardized else logits) / temperature
+
+
+def teacher_probs(inputs: TermInputs, temperature, standardized: bool = False) -> jax.Array:
+  """Teacher probabilities at `temperature`, averaged over the K teachers: [B, C]."""
+  teacher = jax.lax.stop_gradient(inputs.teacher_logits)
+  return jnp.mean(jax.nn.softmax(scaled(teacher, temperature, standardized), axis=-1), axis=0)
+
+
+def kl_divergence(target_probs: jax.Array, log_probs: jax.Array) -> jax.Array:
+  """KL(target || model) per example, with 0 * log 0 = 0."""
+  return jnp.sum(jax.scipy.special.xlogy(target_probs, target_probs) - target_probs * log_probs,
+                 axis=-1)

@@ -1,0 +1,92 @@
+"""The classic pipeline in one job: teacher -> soft labels -> baseline and distilled
+students -> report.
+
+Workdir layout: teacher/ (unless config.teacher_workdir names one trained
+elsewhere), soft_labels.npz (mode 'cached'), baseline/, distilled/, report.md,
+report.json, accuracy.png. Every stage resumes or, when finished, is reused.
+"""
+
+import copy
+import json
+import pathlib
+
+import ml_collections
+import numpy as np
+
+from jaxkd import config_base
+from jaxkd.data import load_split
+from jaxkd.distill import build_objective
+from jaxkd.errors import JaxkdError
+from jaxkd.report import write_report
+from jaxkd.runs import load_run
+from jaxkd.sharding import make_mesh
+from jaxkd.soft_labels import write_soft_labels
+from jaxkd.train import say, train_and_evaluate
+
+
+def distilled_config(config: ml_collections.ConfigDict, teacher_dir: pathlib.Path,
+                     cache: pathlib.Path) -> ml_collections.ConfigDict:
+  """The student's config with the pipeline's objective and teacher source."""
+  student = copy.deepcopy(config.student)
+  student.unlock()
+  student.distill.terms = copy.deepcopy(config.distill.terms)
+  student.distill.teacher_combine = config.distill.teacher_combine
+  if config.distill.mode == "cached":
+    student.distill.soft_labels = (str(cache),)
+  else:
+    student.distill.teachers = (str(teacher_dir),)
+  return student
+
+
+def _cache_is_current(cache: pathlib.Path, teacher_step: int, dtype: str, top_k: int) -> bool:
+  if not cache.exists():
+    return False
+  with np.load(cache) as data:
+    meta = json.loads(str(data["meta"]))
+  return (meta["teacher_step"], meta["dtype"], meta["top_k"]) == (teacher_step, dtype, top_k)
+
+
+def validate(config: ml_collections.ConfigDict, workdir: pathlib.Path = pathlib.Path(".")) -> None:
+  """Every check of every stage, before any training."""
+  if config.distill.mode not in ("online", "cached"):
+    raise JaxkdError(f"distill.mode must be 'online' or 'cached', not '{config.distill.mode}'.")
+  student = distilled_config(config, workdir / "teacher", workdir / "soft_labels.npz")
+  for section in (config.teacher, config.student, student):
+    config_base.validate(section)
+  build_objective(student.distill, steps_per_epoch=1, total_steps=1)
+
+
+def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
+  """Runs every stage in `workdir` and returns the report's numbers (report.json)."""
+  workdir = pathlib.Path(workdir)
+  validate(config, workdir)
+  teacher_dir = pathlib.Path(config.teacher_workdir or workdir / "teacher")
+  cache = workdir / "soft_labels.npz"
+  student = distilled_config(config, teacher_dir, cache)
+
+  say(f"== 1/4 teacher in {teacher_dir}")
+  if not config.teacher_workdir:
+    train_and_evaluate(config.teacher, teacher_dir)
+  mesh = make_mesh()
+  teacher = load_run(teacher_dir, mesh)
+  if config.distill.mode == "cached":
+    say(f"== 2/4 soft labels in {cache}")
+    if _cache_is_current(cache, teacher.step, config.distill.soft_label_dtype, config.distill.top_k):
+      say("   already written for this teacher checkpoint")
+    else:
+      write_soft_labels(teacher_dir, cache, config.distill.soft_label_dtype, config.distill.top_k)
+  else:
+    say("== 2/4 soft labels: online (the teacher runs inside the student's train step)")
+  say("== 3/4 baseline student (no teacher)")
+  train_and_evaluate(config.student, workdir / "baseline")
+  say(f"== 4/4 distilled student ({config.distill.mode})")
+  train_and_evaluate(student, workdir / "distilled")
+
+  runs = {"teacher": teacher, "baseline": load_run(workdir / "baseline", mesh),
+          "distilled": load_run(workdir / "distilled", mesh)}
+  test_data = load_split(config.student.dataset, "test")
+  markdown = write_report(workdir, runs, test_data, mesh, config.student.train.eval_batch_size,
+                          config.report.latency_batch_size, config.report.latency_repeats)
+  say("\n" + markdown)
+  say(f"report: {workdir / 'report.md'}, {workdir / 'report.json'}, {workdir / 'accuracy.png'}")
+  return json.loads((workdir / "report.json").read_text())

@@ -1,0 +1,115 @@
+"""Cached soft labels: a teacher's logits for every training example, keyed by index.
+
+  python -m jaxkd.soft_labels --teacher=runs/teacher --out=runs/teacher/soft_labels.npz \
+      [--dtype=float16] [--top_k=0]
+
+A student run with distill.soft_labels=(path,) reads them with its batches and
+never runs the teacher. The logits are of the un-augmented training images, so
+with random augmentation they differ from what an online teacher sees (the
+teacher's view of the exact crop/flip/mixup the student gets): the cache is
+cheaper (no teacher forward pass) but gives weaker targets (Beyer et al. 2022
+show teacher-student consistency matters). With augmentation off, cached and
+online targets are the same.
+"""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+from absl import app, flags
+
+from jaxkd.data import ArrayDataset
+from jaxkd.errors import JaxkdError
+
+# Logits given to classes outside a top-k cache: softmax sends them to exactly 0.
+MISSING_LOGIT = -1e9
+
+
+def write_soft_labels(teacher_workdir: str | pathlib.Path, out: str | pathlib.Path,
+                      dtype: str = "float16", top_k: int = 0, batch_size: int = 1000) -> pathlib.Path:
+  """Runs the teacher over its training split (no augmentation) and saves the logits."""
+  from jaxkd.data import load_split, preprocessing
+  from jaxkd.runs import load_run, predict_logits
+  from jaxkd.sharding import check_batch_size, make_mesh
+
+  if dtype not in ("float16", "float32"):
+    raise JaxkdError(f"soft label dtype must be float16 or float32, not {dtype}.")
+  mesh = make_mesh()
+  check_batch_size(batch_size, mesh, "batch_size")
+  run = load_run(teacher_workdir, mesh)
+  data = load_split(run.config.dataset, "train")
+  logits = predict_logits(run, data, batch_size, mesh)
+  fields = preprocessing(run.config.dataset, data.image_shape[-1])
+  meta = {"dataset": data.name, "split": data.split, "count": len(data),
+          "fingerprint": data.fingerprint(), "num_classes": data.num_classes,
+          "mean": list(fields["mean"]), "std": list(fields["std"]),
+          "teacher_workdir": str(pathlib.Path(teacher_workdir).absolute()), "teacher_step": run.step,
+          "dtype": dtype, "top_k": top_k}
+  arrays = {"index": np.arange(len(data), dtype=np.int64)}
+  if top_k:
+    top = np.argsort(-logits, axis=1)[:, :top_k]
+    arrays["top_k_index"] = top.astype(np.int32)
+    arrays["top_k_logits"] = np.take_along_axis(logits, top, axis=1).astype(dtype)
+  else:
+    arrays["logits"] = logits.astype(dtype)
+  out = pathlib.Path(out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  partial = out.with_name(out.name + ".partial.npz")
+  np.savez(partial, meta=json.dumps(meta), **arrays)
+  os.replace(partial, out)  # Atomic: never a half-written cache under the real name.
+  return out
+
+
+def load_soft_labels(path: str | pathlib.Path, data: ArrayDataset, preprocess_fields: dict
+                     ) -> np.ndarray:
+  """Dense float32 logits [N, C] for `data`, after checking the cache was made for it."""
+  path = pathlib.Path(path)
+  if not path.exists():
+    raise JaxkdError(f"soft label cache {path} does not exist; write it with "
+                     f"python -m jaxkd.soft_labels --teacher=<teacher workdir> --out={path}")
+  try:
+    with np.load(path) as cache:
+      meta = json.loads(str(cache["meta"]))
+      arrays = {k: cache[k] for k in cache.files if k != "meta"}
+  except (OSError, ValueError, KeyError) as e:
+    raise JaxkdError(f"soft label cache {path} is unreadable ({e}); write it again.") from None
+  expected = {"dataset": data.name, "split": data.split, "count": len(data),
+              "fingerprint": data.fingerprint(), "num_classes": data.num_classes,
+              "mean": list(preprocess_fields["mean"]), "std": list(preprocess_fields["std"])}
+  for key, value in expected.items():
+    if meta.get(key) != value:
+      raise JaxkdError(f"soft label cache {path} does not match the data: its {key} is "
+                       f"{meta.get(key)!r}, this run has {value!r}. Write a cache for this "
+                       "dataset and preprocessing.")
+  index = arrays["index"]
+  if len(index) != len(data) or index.min() != 0 or index.max() != len(data) - 1:
+    raise JaxkdError(f"soft label cache {path} covers indices {index.min()}..{index.max()} "
+                     f"({len(index)} rows); the data has indices 0..{len(data) - 1}.")
+  logits = np.full((len(data), data.num_classes), MISSING_LOGIT, np.float32)
+  if "logits" in arrays:
+    logits[index] = arrays["logits"].astype(np.float32)
+  else:
+    rows = index[:, None]
+    logits[rows, arrays["top_k_index"]] = arrays["top_k_logits"].astype(np.float32)
+  return logits
+
+
+def main(argv):
+  del argv
+  FLAGS = flags.FLAGS
+  try:
+    path = write_soft_labels(FLAGS.teacher, FLAGS.out, FLAGS.dtype, FLAGS.top_k)
+  except JaxkdError as e:
+    raise SystemExit(f"jaxkd: error: {e}")
+  print(f"wrote soft labels of {FLAGS.teacher} to {path}")
+
+
+if __name__ == "__main__":
+  # Flags only when run as a script: importing this module adds none to other CLIs.
+  flags.DEFINE_string("teacher", None, "Workdir of the trained teacher.")
+  flags.DEFINE_string("out", None, "Output .npz path.")
+  flags.DEFINE_enum("dtype", "float16", ["float16", "float32"], "Storage dtype of the logits.")
+  flags.DEFINE_integer("top_k", 0, "Keep only the k largest logits per example (0: all).")
+  flags.mark_flags_as_required(["teacher", "out"])
+  app.run(main)

@@ -1,0 +1,46 @@
+"""Where a distillation run gets its teacher outputs: teacher runs (online) or a cache."""
+
+import numpy as np
+import ml_collections
+from jax.sharding import Mesh
+
+from jaxkd.data import ArrayDataset
+from jaxkd.distill import Objective
+from jaxkd.errors import JaxkdError
+from jaxkd.runs import load_run
+from jaxkd.soft_labels import load_soft_labels
+
+
+def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
+                     train_data: ArrayDataset, preprocess_fields: dict, mesh: Mesh):
+  """Returns (teacher models, teacher variables, cached logits [N, K, C] or None).
+
+  config is config.distill: `teachers` (workdirs, run online in the step) or
+  `soft_labels` (cache files, one per teacher; no teacher runs at all).
+  """
+  teachers, caches = tuple(config.teachers or ()), tuple(config.soft_labels or ())
+  if not objective.needs_teacher:
+    return (), (), None
+  if caches:
+    logits = [load_soft_labels(path, train_data, preprocess_fields) for path in caches]
+    return (), (), np.stack(logits, axis=1)
+  if not teachers:
+    names = [t.label for t in objective.terms if t.fn.uses_teacher]
+    raise JaxkdError(f"objective term(s) {names} need a teacher: set distill.teachers to the "
+                     "workdir(s) of trained teachers, or distill.soft_labels to cached soft labels.")
+  runs = [load_run(workdir, mesh) for workdir in teachers]
+  for run in runs:
+    if run.num_classes != train_data.num_classes:
+      raise JaxkdError(f"the teacher in {run.workdir} predicts {run.num_classes} classes but the "
+                       f"student's dataset {train_data.name} has {train_data.num_classes}; "
+                       "distil between models of the same classes.")
+    if run.image_shape != train_data.image_shape:
+      raise JaxkdError(f"the teacher in {run.workdir} takes images {run.image_shape}, the "
+                       f"student's data are {train_data.image_shape}.")
+    teacher_fields = run.preprocess()
+    if (teacher_fields.mean, teacher_fields.std) != (preprocess_fields["mean"], preprocess_fields["std"]):
+      raise JaxkdError(f"the teacher in {run.workdir} was trained on inputs normalised with mean "
+                       f"{teacher_fields.mean} / std {teacher_fields.std}, the student uses "
+                       f"{preprocess_fields['mean']} / {preprocess_fields['std']}; use the same "
+                       "dataset.mean and dataset.std.")
+  return [r.model for r in runs], [r.variables for r in runs], None

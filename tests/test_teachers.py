@@ -1,0 +1,148 @@
+"""Teachers online and from cached soft labels; the pipeline end to end on toy data."""
+
+import json
+
+import jax
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from conftest import toy_arrays, toy_config
+
+from jaxkd import pipeline, train
+from jaxkd.data import ArrayDataset, Preprocess, TrainBatches, load_split, preprocessing
+from jaxkd.distill import build_objective
+from jaxkd.errors import JaxkdError
+from jaxkd.runs import load_run
+from jaxkd.sharding import make_mesh, shard_batch
+from jaxkd.soft_labels import load_soft_labels, write_soft_labels
+
+
+def _npz_config(path, widths=(32,), num_steps=30):
+  config = toy_config(num_steps=num_steps, log_every_steps=10)
+  config.dataset.path = str(path)
+  config.model.widths = widths
+  return config
+
+
+@pytest.fixture(scope="module")
+def toy_teacher(tmp_path_factory):
+  """A small teacher trained on toy data saved as .npz (so runs can reload it by config)."""
+  root = tmp_path_factory.mktemp("teacher")
+  train_x, train_y = toy_arrays(512, 0)
+  test_x, test_y = toy_arrays(203, 1)
+  path = root / "toy.npz"
+  np.savez(path, x_train=train_x, y_train=train_y, x_test=test_x, y_test=test_y)
+  config = _npz_config(path, widths=(64,))
+  train.train_and_evaluate(config, root / "run")
+  return root / "run", path
+
+
+def _distill_config(npz_path, **distill):
+  config = _npz_config(npz_path)
+  config.distill.terms = ml_collections.ConfigDict(
+      {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "temperature": 2.0}})
+  config.distill.update(distill)
+  return config
+
+
+def test_cached_and_online_give_the_same_loss_and_cached_runs_no_teacher(toy_teacher, tmp_path):
+  teacher_dir, npz_path = toy_teacher
+  cache = write_soft_labels(teacher_dir, tmp_path / "soft.npz", dtype="float32", batch_size=64)
+  config = _distill_config(npz_path)
+  data = load_split(config.dataset, "train")
+  fields = preprocessing(config.dataset, 1)
+  assert fields["crop_padding"] == 0 and not fields["flip"]  # Augmentation off.
+  mesh = make_mesh()
+  teacher = load_run(teacher_dir, mesh)
+  objective = build_objective(config.distill, 16, 30)
+  model = teacher.model.clone(widths=(32,))
+  tx = optax.sgd(0.1)
+  state = train.init_train_state(model, tx, data.image_shape, 0, mesh)
+  batches = TrainBatches(data, 32, seed=0)
+  batches.add_extra("teacher_logits", load_soft_labels(cache, data, fields)[:, None])
+  batch = batches.batch(3)
+  online_batch = {k: v for k, v in batch.items() if k != "teacher_logits"}
+
+  online = train.make_train_step(model, tx, Preprocess(**fields), mesh, objective, 4,
+                                 teachers=[teacher.model])
+  cached = train.make_train_step(model, tx, Preprocess(**fields), mesh, objective, 4)
+  _, online_metrics = online(state, [teacher.variables], shard_batch(online_batch, mesh))
+  state = train.init_train_state(model, tx, data.image_shape, 0, mesh)  # The first was donated.
+  _, cached_metrics = cached(state, [], shard_batch(batch, mesh))
+  np.testing.assert_allclose(cached_metrics["loss/kd"], online_metrics["loss/kd"], rtol=1e-5)
+  np.testing.assert_allclose(cached_metrics["loss"], online_metrics["loss"], rtol=1e-5)
+
+  def matmuls(step, teacher_variables, batch):
+    text = step.lower(state, teacher_variables, shard_batch(batch, mesh)).as_text()
+    return text.count("dot_general")
+
+  ce_only = train.make_train_step(model, tx, Preprocess(**fields), mesh,
+                                  build_objective(toy_config().distill, 16, 30), 4)
+  # The cached step has exactly the student's matmuls; the online one adds the teacher's.
+  assert matmuls(cached, [], batch) == matmuls(ce_only, [], online_batch)
+  assert matmuls(online, [teacher.variables], online_batch) > matmuls(cached, [], batch)
+
+
+def test_cache_that_does_not_match_the_data_is_refused(toy_teacher, tmp_path):
+  teacher_dir, npz_path = toy_teacher
+  cache = write_soft_labels(teacher_dir, tmp_path / "soft.npz", batch_size=64, top_k=2)
+  config = _distill_config(npz_path)
+  data = load_split(config.dataset, "train")
+  fields = preprocessing(config.dataset, 1)
+  logits = load_soft_labels(cache, data, fields)  # Top-2: the rest have probability 0.
+  assert ((jax.nn.softmax(logits) > 0).sum(-1) == 2).all()
+  relabelled = ArrayDataset(data.images, (data.labels + 1) % 4, 4, name="npz", split="train")
+  with pytest.raises(JaxkdError, match="does not match the data: its fingerprint"):
+    load_soft_labels(cache, relabelled, fields)
+  fewer = ArrayDataset(data.images[:100], data.labels[:100], 4, name="npz", split="train")
+  with pytest.raises(JaxkdError, match="its count is 512, this run has 100"):
+    load_soft_labels(cache, fewer, fields)
+  with pytest.raises(JaxkdError, match="its mean is"):
+    load_soft_labels(cache, data, {**fields, "mean": (0.1,)})
+  with pytest.raises(JaxkdError, match="does not exist; write it with"):
+    load_soft_labels(tmp_path / "missing.npz", data, fields)
+
+
+def test_teacher_errors_are_clear(toy_teacher, tmp_path):
+  teacher_dir, npz_path = toy_teacher
+  with pytest.raises(JaxkdError, match=r"need a teacher: set distill.teachers"):
+    train.train_and_evaluate(_distill_config(npz_path), tmp_path / "a")
+  config = _distill_config(npz_path, teachers=(str(tmp_path / "nowhere"),))
+  with pytest.raises(JaxkdError, match="is not a jaxkd run directory"):
+    train.train_and_evaluate(config, tmp_path / "b")
+  (tmp_path / "empty").mkdir()
+  for name in ("config.json", "run_info.json"):
+    (tmp_path / "empty" / name).write_text((teacher_dir / name).read_text())
+  config = _distill_config(npz_path, teachers=(str(tmp_path / "empty"),))
+  with pytest.raises(JaxkdError, match="has no checkpoint yet"):
+    train.train_and_evaluate(config, tmp_path / "c")
+  three = tmp_path / "three.npz"
+  x, y = toy_arrays(64, 2, num_classes=3)
+  np.savez(three, x_train=x, y_train=y, x_test=x, y_test=y)
+  config = _distill_config(three, teachers=(str(teacher_dir),))
+  with pytest.raises(JaxkdError, match="predicts 4 classes but the student's dataset npz has 3"):
+    train.train_and_evaluate(config, tmp_path / "d")
+
+
+def test_pipeline_writes_the_report(toy_teacher, tmp_path):
+  teacher_dir, npz_path = toy_teacher
+  config = ml_collections.ConfigDict()
+  config.job = "pipeline"
+  config.teacher = _npz_config(npz_path)
+  config.teacher_workdir = str(teacher_dir)
+  config.student = _npz_config(npz_path, widths=(8,))
+  config.distill = ml_collections.ConfigDict(dict(
+      terms={"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "temperature": 4.0}},
+      teacher_combine="average", mode="cached", soft_label_dtype="float16", top_k=0))
+  config.report = ml_collections.ConfigDict(dict(latency_batch_size=64, latency_repeats=3))
+  report = pipeline.run(config, tmp_path)
+  for role in ("teacher", "baseline", "distilled"):
+    for key in ("test_accuracy", "test_errors", "params", "bytes", "latency_ms"):
+      assert key in report[role], (role, key)
+  assert report["distilled"]["params"] == report["baseline"]["params"] < report["teacher"]["params"]
+  assert report["baseline"]["test_errors"] == round((1 - report["baseline"]["test_accuracy"]) * 203)
+  assert 0 <= report["distilled"]["agreement_with_teacher"] <= 1
+  assert (tmp_path / "soft_labels.npz").exists() and (tmp_path / "accuracy.png").exists()
+  assert "Distillation" in (tmp_path / "report.md").read_text()
+  assert json.loads((tmp_path / "distilled" / "config.json").read_text())["distill"]["soft_labels"]
