@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
       crop_padding=config_dict.placeholder(int),  # None: dataset default
       flip=config_dict.placeholder(bool),  # None: dataset default
       mixup_alpha=0.0,  # > 0: mixup (teacher and student see the same mixed view)
+      image_size=config_dict.placeholder(int),  # streamed datasets (imagenet2012); None: 224
   ))
 
   # The objective: weighted named terms (jaxkd.distill); plain training is ce alone.

@@ -23,7 +23,7 @@ from jax.sharding import Mesh
 
 from jaxkd import config_base
 from jaxkd.checkpoint import Checkpointer
-from jaxkd.data import (ArrayDataset, Preprocess, TrainBatches, eval_batches, load_split,
+from jaxkd.data import (ArrayDataset, Preprocess, eval_batches, load_split, make_train_batches,
                         prefetch, preprocessing)
 from jaxkd.data.augment import mixup
 from jaxkd.distill import Objective, TermInputs, build_objective
@@ -194,8 +194,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   check_batch_size(config.train.batch_size, mesh)
   check_batch_size(config.train.eval_batch_size, mesh, "train.eval_batch_size")
 
-  batches = TrainBatches(train_data, config.train.batch_size, config.seed,
-                         jax.process_index(), jax.process_count())
+  batches = make_train_batches(train_data, config.train.batch_size, config.seed,
+                               jax.process_index(), jax.process_count())
   steps_per_epoch = batches.steps_per_epoch
   total_steps = config.train.num_steps or int(round(config.train.epochs * steps_per_epoch))
   preprocess_fields = preprocessing(config.dataset, train_data.image_shape[-1])

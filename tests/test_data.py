@@ -113,3 +113,16 @@ def test_preprocess_normalises_and_augments_reproducibly():
     candidates = [window[r:r + 6, c:c + 6] for r in range(5) for c in range(5)]
     candidates += [w[:, ::-1] for w in candidates]
     assert any(np.allclose(image, w, atol=1e-6) for w in candidates)
+
+
+def test_mixup_mixes_images_and_targets_with_one_ratio():
+  from jaxkd.data.augment import mixup
+
+  images = jax.random.normal(jax.random.PRNGKey(0), (4, 3, 3, 1))
+  targets = jax.nn.one_hot(np.array([0, 1, 2, 3]), 4)
+  mixed_images, mixed_targets = mixup(jax.random.PRNGKey(1), images, targets, alpha=1.0)
+  ratio = float(mixed_targets[0, 0])  # Example 0 mixes with example 3 (rolled by one).
+  assert 0 < ratio < 1 and float(mixed_targets[0, 3]) == pytest.approx(1 - ratio)
+  np.testing.assert_allclose(mixed_images, ratio * images + (1 - ratio) * np.roll(images, 1, 0),
+                             rtol=1e-6)
+  np.testing.assert_allclose(mixed_targets.sum(-1), 1.0, rtol=1e-6)

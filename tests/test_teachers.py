@@ -13,6 +13,7 @@ from jaxkd import pipeline, train
 from jaxkd.data import ArrayDataset, Preprocess, TrainBatches, load_split, preprocessing
 from jaxkd.distill import build_objective
 from jaxkd.errors import JaxkdError
+from jaxkd.metric_writer import read_metrics
 from jaxkd.runs import load_run
 from jaxkd.sharding import make_mesh, shard_batch
 from jaxkd.soft_labels import load_soft_labels, write_soft_labels
@@ -123,6 +124,18 @@ def test_teacher_errors_are_clear(toy_teacher, tmp_path):
   config = _distill_config(three, teachers=(str(teacher_dir),))
   with pytest.raises(JaxkdError, match="predicts 4 classes but the student's dataset npz has 3"):
     train.train_and_evaluate(config, tmp_path / "d")
+
+
+@pytest.mark.parametrize("combine", ["average", "sum"])
+def test_several_online_teachers_with_mixup(toy_teacher, tmp_path, combine):
+  teacher_dir, npz_path = toy_teacher
+  config = _distill_config(npz_path, teachers=(str(teacher_dir), str(teacher_dir)),
+                           teacher_combine=combine)
+  config.dataset.mixup_alpha = 0.4
+  config.train.num_steps = 10
+  result = train.train_and_evaluate(config, tmp_path)
+  kd = [r["loss/kd"] for r in read_metrics(tmp_path) if r["split"] == "train"]
+  assert result["step"] == 10 and all(np.isfinite(kd)) and kd[-1] > 0
 
 
 def test_pipeline_writes_the_report(toy_teacher, tmp_path):

@@ -1,7 +1,7 @@
 """The MNIST setting of Hinton, Vinyals & Dean 2015 (section 3) as a pipeline.
 
-Teacher: 2x1200 ReLU MLP regularised with dropout (0.2 on inputs, 0.5 hidden)
-and input jitter (random shifts of up to 2 pixels). Student: 2x800 ReLU MLP
+Teacher: 2x1200 ReLU MLP regularised with dropout (0.2 hidden) and input
+jitter (random shifts of up to 2 pixels). Student: 2x800 ReLU MLP
 without regularisation, trained without a teacher (baseline) and with soft
 targets at T=20 (kd 0.9 + ce 0.1). The paper reports 67 test errors for the
 teacher, 146 for the student alone and 74 for the distilled student, after
@@ -19,12 +19,11 @@ from jaxkd.config_base import load_config_file
 
 def get_config():
   config = load_config_file(pathlib.Path(__file__).with_name("pipeline.py"))
-  teacher = config.teacher
-  teacher.model.widths = (1200, 1200)
-  teacher.model.input_dropout = 0.2
-  teacher.model.dropout = 0.5
+  teacher = config.teacher  # 2x1200, dropout 0.2, lr 0.1 (configs/mnist/teacher.py)
   teacher.dataset.crop_padding = 2  # Input jitter: shifts of up to 2 pixels.
   teacher.train.epochs = 12
+  # The paper's heavier dropout (0.2 on inputs, 0.5 hidden) without its max-norm
+  # constraint diverged here (test accuracy 88% -> 79% at lr 0.1, 80% at lr 0.05).
 
   student = config.student
   student.model.widths = (800, 800)

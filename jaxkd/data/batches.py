@@ -72,13 +72,27 @@ class TrainBatches:
       yield self.batch(step)
 
 
-def eval_batches(data: ArrayDataset, global_batch_size: int, process_index: int = 0,
+def make_train_batches(data, global_batch_size: int, seed: int, process_index: int = 0,
+                       process_count: int = 1):
+  """TrainBatches for arrays, StreamTrainBatches for a streamed dataset (same interface)."""
+  from jaxkd.data.streaming import StreamDataset, StreamTrainBatches
+
+  cls = StreamTrainBatches if isinstance(data, StreamDataset) else TrainBatches
+  return cls(data, global_batch_size, seed, process_index, process_count)
+
+
+def eval_batches(data, global_batch_size: int, process_index: int = 0,
                  process_count: int = 1) -> Iterator[Batch]:
   """Every example exactly once, in order; the last batch is padded and masked.
 
   All batches have the same shape (one compilation); `mask` is 1 for real
   examples and 0 for padding, and metrics must be weighted by it.
   """
+  from jaxkd.data.streaming import StreamDataset, stream_eval_batches
+
+  if isinstance(data, StreamDataset):
+    yield from stream_eval_batches(data, global_batch_size, process_index, process_count)
+    return
   local = _local_slice(global_batch_size, process_index, process_count)
   for start in range(0, len(data), global_batch_size):
     index = np.arange(start, start + global_batch_size)

@@ -9,6 +9,7 @@ import ml_collections
 import numpy as np
 
 from jaxkd.data.arrays import ArrayDataset, load_npz
+from jaxkd.data.streaming import StreamDataset
 from jaxkd.errors import JaxkdError
 from jaxkd.registry import Registry
 
@@ -24,6 +25,7 @@ class DatasetInfo:
   flip: bool = False  # random horizontal flip
   splits: tuple[str, str] = ("train", "test")
   offline: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
+  streaming: bool = False  # Too large for memory: read with tf.data (jaxkd.data.streaming).
 
 
 def _offline_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -38,6 +40,9 @@ DATASETS.register("cifar10")(DatasetInfo(
     10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), crop_padding=4, flip=True))
 DATASETS.register("cifar100")(DatasetInfo(
     100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), crop_padding=4, flip=True))
+DATASETS.register("imagenet2012")(DatasetInfo(
+    1000, (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), flip=True,
+    splits=("train", "validation"), streaming=True))
 # A user's own arrays from dataset.path; statistics come from config or default to 0.5.
 DATASETS.register("npz")(DatasetInfo(0, (0.5,), (0.5,)))
 
@@ -86,8 +91,27 @@ def choose_source(name: str, config: ml_collections.ConfigDict) -> str:
   return source
 
 
-def load_split(config: ml_collections.ConfigDict, split: str) -> ArrayDataset:
-  """Loads split 'train' or 'test' of config.name into memory, in its fixed order."""
+def _split_name(info: DatasetInfo, split: str) -> str:
+  """'train' and 'test' name the dataset's own training and evaluation splits."""
+  return {"train": info.splits[0], "test": info.splits[1]}.get(split, split)
+
+
+def _stream_split(name: str, split: str, config: ml_collections.ConfigDict) -> StreamDataset:
+  import tensorflow_datasets as tfds
+
+  data_dir = _tfds_data_dir(config)
+  info = DATASETS.get(name)
+  try:
+    count = tfds.builder(name, data_dir=data_dir).info.splits[split].num_examples
+  except KeyError:  # No split metadata (e.g. tfds.testing.mock_data): count the records.
+    count = int(tfds.load(name, split=split, data_dir=data_dir).reduce(0, lambda n, _: n + 1))
+  return StreamDataset(name, split, info.num_classes, count,
+                       config.get("image_size") or 224, data_dir)
+
+
+def load_split(config: ml_collections.ConfigDict, split: str) -> ArrayDataset | StreamDataset:
+  """Loads split 'train' or 'test' of config.name in its fixed order: into memory, or
+  as a stream for datasets too large for it (imagenet2012)."""
   name = config.name
   info = DATASETS.get(name)
   if name == "npz":
@@ -95,6 +119,8 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> ArrayDataset:
       raise JaxkdError("dataset 'npz' needs dataset.path: a .npz file with x_train, y_train, "
                        "x_test, y_test.")
     return load_npz(config.path, split, config.get("num_classes"))
+  if info.streaming:
+    return _stream_split(name, _split_name(info, split), config)
   source = choose_source(name, config)
   if source == "offline":
     images, labels = info.offline(split)
