@@ -38,12 +38,15 @@ def distilled_config(config: ml_collections.ConfigDict, teacher_dir: pathlib.Pat
   return student
 
 
-def _cache_is_current(cache: pathlib.Path, teacher_step: int, dtype: str, top_k: int) -> bool:
+def _cache_is_current(cache: pathlib.Path, teacher_dir: pathlib.Path, teacher_step: int,
+                      dtype: str, top_k: int) -> bool:
+  """Whether `cache` was written by this teacher checkpoint with these settings."""
   if not cache.exists():
     return False
   with np.load(cache) as data:
     meta = json.loads(str(data["meta"]))
-  return (meta["teacher_step"], meta["dtype"], meta["top_k"]) == (teacher_step, dtype, top_k)
+  return ((meta["teacher_workdir"], meta["teacher_step"], meta["dtype"], meta["top_k"]) ==
+          (str(teacher_dir.absolute()), teacher_step, dtype, top_k))
 
 
 def validate(config: ml_collections.ConfigDict, workdir: pathlib.Path = pathlib.Path(".")) -> None:
@@ -71,7 +74,8 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   teacher = load_run(teacher_dir, mesh)
   if config.distill.mode == "cached":
     say(f"== 2/4 soft labels in {cache}")
-    if _cache_is_current(cache, teacher.step, config.distill.soft_label_dtype, config.distill.top_k):
+    if _cache_is_current(cache, teacher_dir, teacher.step, config.distill.soft_label_dtype,
+                         config.distill.top_k):
       say("   already written for this teacher checkpoint")
     else:
       write_soft_labels(teacher_dir, cache, config.distill.soft_label_dtype, config.distill.top_k)

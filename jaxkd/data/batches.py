@@ -6,6 +6,7 @@ Resuming at any step therefore continues the exact data order. A global batch
 is split over processes: process p takes the p-th contiguous part.
 """
 
+import abc
 import queue
 import threading
 from typing import Iterator
@@ -30,11 +31,11 @@ def _local_slice(global_batch_size: int, process_index: int, process_count: int)
   return slice(process_index * per_process, (process_index + 1) * per_process)
 
 
-class TrainBatches:
-  """Shuffled training batches, drop-remainder, addressable by step."""
+class BatchSource(abc.ABC):
+  """What the loop needs of training batches: steps_per_epoch, iterate, add_extra."""
 
-  def __init__(self, data: ArrayDataset, global_batch_size: int, seed: int,
-               process_index: int = 0, process_count: int = 1):
+  def __init__(self, data, global_batch_size: int, seed: int, process_index: int = 0,
+               process_count: int = 1):
     if global_batch_size > len(data):
       raise JaxkdError(f"batch size {global_batch_size} is larger than the {len(data)} "
                        f"training examples of {data.name}; use a smaller train.batch_size.")
@@ -43,7 +44,6 @@ class TrainBatches:
     self.seed = seed
     self.steps_per_epoch = len(data) // global_batch_size
     self._local = _local_slice(global_batch_size, process_index, process_count)
-    self._epoch, self._permutation = -1, None
     self.extras: dict[str, np.ndarray] = {}
 
   def add_extra(self, name: str, values: np.ndarray) -> None:
@@ -51,6 +51,19 @@ class TrainBatches:
     if len(values) != len(self.data):
       raise JaxkdError(f"'{name}' has {len(values)} rows for {len(self.data)} examples.")
     self.extras[name] = values
+
+  @abc.abstractmethod
+  def iterate(self, start_step: int, end_step: int) -> Iterator[Batch]:
+    """Batches of steps start_step .. end_step - 1 (this process's part of each)."""
+
+
+class TrainBatches(BatchSource):
+  """Shuffled training batches of an ArrayDataset, drop-remainder, addressable by step."""
+
+  def __init__(self, data: ArrayDataset, global_batch_size: int, seed: int,
+               process_index: int = 0, process_count: int = 1):
+    super().__init__(data, global_batch_size, seed, process_index, process_count)
+    self._epoch, self._permutation = -1, None
 
   def indices(self, step: int) -> np.ndarray:
     """Stable indices of this process's part of the global batch at `step`."""

@@ -16,7 +16,7 @@ from typing import Iterator
 
 import numpy as np
 
-from jaxkd.data.batches import Batch, _local_slice
+from jaxkd.data.batches import Batch, BatchSource, _local_slice
 from jaxkd.errors import JaxkdError
 
 SHUFFLE_BUFFER = 16384
@@ -101,23 +101,8 @@ def resize_and_centre_crop(image, size: int):
   return tf.image.resize_with_crop_or_pad(resized, size, size)
 
 
-class StreamTrainBatches:
-  """TrainBatches for a StreamDataset: same interface, drop-remainder, by step."""
-
-  def __init__(self, data: StreamDataset, global_batch_size: int, seed: int,
-               process_index: int = 0, process_count: int = 1):
-    if global_batch_size > len(data):
-      raise JaxkdError(f"batch size {global_batch_size} is larger than the {len(data)} "
-                       f"training examples of {data.name}; use a smaller train.batch_size.")
-    self.data, self.global_batch_size, self.seed = data, global_batch_size, seed
-    self.steps_per_epoch = len(data) // global_batch_size
-    self._local = _local_slice(global_batch_size, process_index, process_count)
-    self.extras: dict[str, np.ndarray] = {}
-
-  def add_extra(self, name: str, values: np.ndarray) -> None:
-    if len(values) != len(self.data):
-      raise JaxkdError(f"'{name}' has {len(values)} rows for {len(self.data)} examples.")
-    self.extras[name] = values
+class StreamTrainBatches(BatchSource):
+  """Training batches of a StreamDataset: same interface, drop-remainder, by step."""
 
   def iterate(self, start_step: int, end_step: int) -> Iterator[Batch]:
     import tensorflow_datasets as tfds
