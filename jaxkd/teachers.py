@@ -22,6 +22,9 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
   if not objective.needs_teacher:
     return (), (), None
   if caches:
+    if objective.teacher_paths:
+      raise JaxkdError(f"feature terms (paths {list(objective.teacher_paths)}) need the teacher "
+                       "online: soft label caches hold logits only. Set distill.teachers instead.")
     logits = [load_soft_labels(path, train_data, preprocess_fields) for path in caches]
     return (), (), np.stack(logits, axis=1)
   if not teachers:

@@ -29,6 +29,7 @@ from jaxkd.data.augment import mixup
 from jaxkd.distill import Objective, TermInputs, build_objective
 from jaxkd.teachers import prepare_teachers
 from jaxkd.errors import JaxkdError
+from jaxkd.features import apply_with_features, feature_shape
 from jaxkd.interrupt import stop_on_signals
 from jaxkd.metric_writer import MetricWriter
 from jaxkd.models import create_model
@@ -43,7 +44,9 @@ class TrainState:
   """Everything that changes during training, as one pytree (what is checkpointed).
 
   model_state holds the model's non-parameter collections (e.g. batch_stats).
-  rng is the run's base key; step s uses fold_in(rng, s).
+  rng is the run's base key; step s uses fold_in(rng, s). aux_params are the
+  objective's learnable parts (connectors), optimised with the student and
+  left out of everything that reads the student (teachers, reports, export).
   """
 
   step: jax.Array
@@ -51,22 +54,28 @@ class TrainState:
   model_state: Any
   opt_state: Any
   rng: jax.Array
+  aux_params: Any = flax.struct.field(default_factory=dict)  # connectors, never exported
+
+  def trainable(self) -> dict:
+    return {"params": self.params, "aux": self.aux_params}
 
   def variables(self) -> dict:
     return {"params": self.params, **self.model_state}
 
 
 def init_train_state(model: nn.Module, tx: optax.GradientTransformation,
-                     image_shape: tuple[int, ...], seed: int, mesh: Mesh) -> TrainState:
-  def init():
+                     image_shape: tuple[int, ...], seed: int, mesh: Mesh,
+                     aux_params: dict | None = None) -> TrainState:
+  def init(aux_params):
     init_key, dropout_key, state_key = jax.random.split(jax.random.PRNGKey(seed), 3)
     variables = dict(model.init({"params": init_key, "dropout": dropout_key},
                                 jnp.zeros((1, *image_shape), jnp.float32), train=False))
     params = variables.pop("params")
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
-                      opt_state=tx.init(params), rng=state_key)
+                      opt_state=tx.init({"params": params, "aux": aux_params}), rng=state_key,
+                      aux_params=aux_params)
 
-  return jax.jit(init, out_shardings=replicated(mesh))()
+  return jax.jit(init, out_shardings=replicated(mesh))(aux_params or {})
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preprocess: Preprocess,
@@ -88,30 +97,37 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
     targets = jax.nn.one_hot(batch["label"], num_classes)
     if mixup_alpha > 0:
       images, targets = mixup(mixup_key, images, targets, mixup_alpha)
+    teacher_features = {}
     if "teacher_logits" in batch:
       teacher_logits = jnp.swapaxes(batch["teacher_logits"].astype(jnp.float32), 0, 1)
     elif objective.needs_teacher:
-      teacher_logits = jax.lax.stop_gradient(jnp.stack([
-          teacher.apply(variables, images, train=False)
-          for teacher, variables in zip(teachers, teacher_variables)]))
+      outputs = [apply_with_features(teacher, variables, images, objective.teacher_paths)
+                 for teacher, variables in zip(teachers, teacher_variables)]
+      teacher_logits = jax.lax.stop_gradient(jnp.stack([logits for logits, _, _ in outputs]))
+      teacher_features = jax.lax.stop_gradient(
+          {path: jnp.stack([features[path] for _, features, _ in outputs])
+           for path in objective.teacher_paths})
     else:
       teacher_logits = None
-    mutable = list(state.model_state)
 
-    def loss_fn(params):
-      variables = {"params": params, **state.model_state}
-      logits, new_model_state = model.apply(variables, images, train=True,
-                                            rngs={"dropout": dropout_key}, mutable=mutable)
+    def loss_fn(trainable):
+      variables = {"params": trainable["params"], **state.model_state}
+      logits, features, new_model_state = apply_with_features(
+          model, variables, images, objective.student_paths, train=True,
+          rngs={"dropout": dropout_key}, mutable=list(state.model_state))
       inputs = TermInputs(logits, teacher_logits, batch["label"], targets, state.step,
-                          steps_per_epoch)
-      loss, term_metrics = objective(inputs)
+                          steps_per_epoch, features, teacher_features)
+      loss, term_metrics = objective(inputs, trainable["aux"])
       return loss, (logits, new_model_state, term_metrics)
 
+    trainable = state.trainable()
     (loss, (logits, model_state, term_metrics)), grads = jax.value_and_grad(
-        loss_fn, has_aux=True)(state.params)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                              model_state=dict(model_state), opt_state=opt_state)
+        loss_fn, has_aux=True)(trainable)
+    updates, opt_state = tx.update(grads, state.opt_state, trainable)
+    trainable = optax.apply_updates(trainable, updates)
+    new_state = state.replace(step=state.step + 1, params=trainable["params"],
+                              aux_params=trainable["aux"], model_state=dict(model_state),
+                              opt_state=opt_state)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
                "grad_norm": optax.tree.norm(grads), **term_metrics}
     if schedule is not None:
@@ -169,6 +185,21 @@ def _write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, m
   (workdir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
+def _connect_features(objective: Objective, model: nn.Module, teachers, teacher_variables,
+                      image_shape: tuple, seed: int) -> tuple[Objective, dict]:
+  """Checks the feature paths, builds the connectors and initialises their parameters."""
+  if not objective.student_paths:
+    return objective, {}
+  images = jnp.zeros((1, *image_shape), jnp.float32)
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images))
+  student_shapes = {p: feature_shape(model, variables, image_shape, p)
+                    for p in objective.student_paths}
+  teacher_shapes = {p: feature_shape(teachers[0], teacher_variables[0], image_shape, p)
+                    for p in objective.teacher_paths}
+  objective = objective.with_shapes(student_shapes, teacher_shapes)
+  return objective, objective.init_aux(jax.random.PRNGKey(seed + 1), student_shapes)
+
+
 def say(message: str) -> None:
   if jax.process_index() == 0:
     print(message, flush=True)
@@ -206,10 +237,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if cached_logits is not None:
     batches.add_extra("teacher_logits", cached_logits)
   model = create_model(config.model, train_data.num_classes)
+  objective, aux_params = _connect_features(objective, model, teachers, teacher_variables,
+                                            train_data.image_shape, config.seed)
   schedule = make_schedule(config.schedule, config.optimizer.learning_rate, steps_per_epoch,
                            total_steps)
   tx = make_optimizer(config.optimizer, schedule)
-  state = init_train_state(model, tx, train_data.image_shape, config.seed, mesh)
+  state = init_train_state(model, tx, train_data.image_shape, config.seed, mesh, aux_params)
 
   checkpointer = Checkpointer(workdir, config.train.checkpoint_every_steps or steps_per_epoch,
                               config.train.keep_checkpoints)

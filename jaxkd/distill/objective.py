@@ -9,12 +9,16 @@ twice). `weight` and `temperature` may follow a schedule:
                    temperature_warmup_epochs) | cosine (temperature -> temperature_end)
 With several teachers, teacher_combine='average' feeds each term the teachers'
 averaged probabilities; 'sum' evaluates each teacher term once per teacher and sums.
+Feature terms (options `student` and `teacher`: feature paths) are always one per
+teacher, summed; their learnable connectors are initialised by `init_aux` and live
+in the train state beside the student.
 """
 
 import dataclasses
 import inspect
 from typing import Callable
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -50,6 +54,9 @@ class Term:
   weight: Callable
   temperature: Callable | None
   options: dict
+  student_path: str | None = None  # Feature terms: where their features come from.
+  teacher_path: str | None = None
+  connector: nn.Module | None = None  # Set by Objective.with_shapes.
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,14 +68,55 @@ class Objective:
   def needs_teacher(self) -> bool:
     return any(t.fn.uses_teacher for t in self.terms)
 
-  def __call__(self, inputs: TermInputs) -> tuple[jax.Array, dict]:
+  @property
+  def student_paths(self) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(t.student_path for t in self.terms if t.fn.features))
+
+  @property
+  def teacher_paths(self) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(t.teacher_path for t in self.terms if t.fn.features))
+
+  def with_shapes(self, student_shapes: dict, teacher_shapes: dict) -> "Objective":
+    """Builds each feature term's connector from the shapes at its paths (no batch axis)."""
+    terms = []
+    for term in self.terms:
+      if term.fn.features:
+        student, teacher = student_shapes[term.student_path], teacher_shapes[term.teacher_path]
+        connector = term.fn.connector(student, teacher) if term.fn.connector else None
+        if connector is None and student[-1] != teacher[-1] and term.fn.connector is None:
+          raise JaxkdError(f"{term.label}: student feature {student} and teacher feature "
+                           f"{teacher} differ and this method has no connector.")
+        term = dataclasses.replace(term, connector=connector)
+      terms.append(term)
+    return dataclasses.replace(self, terms=tuple(terms))
+
+  def init_aux(self, key: jax.Array, student_shapes: dict) -> dict:
+    """Parameters of the connectors, {term label: params}: trained with the student."""
+    aux = {}
+    for term in self.terms:
+      if term.connector is not None:
+        key, init_key = jax.random.split(key)
+        sample = jnp.zeros((1, *student_shapes[term.student_path]), jnp.float32)
+        aux[term.label] = term.connector.init(init_key, sample)["params"]
+    return aux
+
+  def _feature_value(self, term: Term, inputs: TermInputs, aux_params: dict, options: dict):
+    student = inputs.student_features[term.student_path]
+    if term.connector is not None:
+      student = term.connector.apply({"params": aux_params[term.label]}, student)
+    teachers = inputs.teacher_features[term.teacher_path]
+    return sum(term.fn(student, teachers[k], **options) for k in range(teachers.shape[0]))
+
+  def __call__(self, inputs: TermInputs, aux_params: dict | None = None) -> tuple[jax.Array, dict]:
     """Returns (total loss, {label: unweighted term value, 'weight/label': weight})."""
     total, metrics = 0.0, {}
     for term in self.terms:
       options = dict(term.options)
       if term.temperature is not None:
         options["temperature"] = term.temperature(inputs.step)
-      if term.fn.uses_teacher and self.teacher_combine == "sum":
+      if term.fn.features:
+        value = self._feature_value(term, inputs, aux_params or {}, options)
+      elif term.fn.uses_teacher and self.teacher_combine == "sum":
         value = sum(term.fn(inputs.replace(teacher_logits=inputs.teacher_logits[k:k + 1]), **options)
                     for k in range(inputs.teacher_logits.shape[0]))
       else:
@@ -98,12 +146,19 @@ def build_objective(config: ml_collections.ConfigDict, steps_per_epoch: int,
     if "temperature" in spec:
       temperature = value_schedule("temperature", spec, steps_per_epoch, total_steps)
       spec.pop("temperature")
-    known = set(inspect.signature(fn).parameters) - {"inputs"}
+    paths = {}
+    if fn.features:
+      for side in ("student", "teacher"):
+        if not spec.get(side):
+          raise JaxkdError(f"feature term '{label}' needs distill.terms.{label}.{side}: the "
+                           f"{side}'s feature path (python -m jaxkd.models.inspect lists them).")
+        paths[f"{side}_path"] = spec.pop(side)
+    known = set(inspect.signature(fn).parameters) - {"inputs", "student", "teacher"}
     unknown = sorted(set(spec) - known)
     if unknown or (temperature is not None and "temperature" not in known):
       raise JaxkdError(f"objective term '{label}' has no option(s) "
                        f"{unknown or ['temperature']}; its options are {sorted(known)}.")
-    terms.append(Term(label, fn, weight, temperature, spec))
+    terms.append(Term(label, fn, weight, temperature, spec, **paths))
   if not terms:
     raise JaxkdError("distill.terms is empty; give at least one term, e.g. ce with weight 1.")
   return Objective(tuple(terms), config.teacher_combine)

@@ -11,11 +11,21 @@ from jaxkd.registry import Registry
 TERMS: Registry[Callable] = Registry("objective term")
 
 
-def register_term(name: str, uses_teacher: bool = True):
-  """Registers `fn(inputs, **options) -> scalar` under `name`."""
+def register_term(name: str, uses_teacher: bool = True, features: bool = False,
+                  connector: Callable | None = None):
+  """Registers a term under `name`.
+
+  Logit terms: `fn(inputs: TermInputs, **options) -> scalar`. Feature terms
+  (features=True): `fn(student_feature, teacher_feature, **options) -> scalar`,
+  with options `student` and `teacher` naming the feature paths; `connector`
+  (student_shape, teacher_shape) -> a Flax module applied to the student's
+  feature first, or None, and raises JaxkdError for shapes it cannot bridge.
+  """
 
   def add(fn):
     fn.uses_teacher = uses_teacher
+    fn.features = features
+    fn.connector = connector
     return TERMS.register(name)(fn)
 
   return add
@@ -27,7 +37,8 @@ class TermInputs:
 
   student_logits [B, C]; teacher_logits [K, B, C] for K teachers (None without
   a teacher); labels [B] hard labels; targets [B, C] label distributions (one-hot,
-  or mixed by mixup); step and steps_per_epoch for warm-ups.
+  or mixed by mixup); step and steps_per_epoch for warm-ups; the captured
+  features of the paths that feature terms name.
   """
 
   student_logits: jax.Array
@@ -36,6 +47,8 @@ class TermInputs:
   targets: jax.Array
   step: jax.Array
   steps_per_epoch: int = flax.struct.field(pytree_node=False, default=1)
+  student_features: dict = flax.struct.field(default_factory=dict)  # path -> [B, ...]
+  teacher_features: dict = flax.struct.field(default_factory=dict)  # path -> [K, B, ...]
 
 
 def standardize(logits: jax.Array) -> jax.Array:

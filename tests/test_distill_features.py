@@ -1,0 +1,131 @@
+"""Feature terms (FitNets, AT): values against numpy, connectors, paths on a user's own model."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+from conftest import toy_arrays, toy_config
+
+from jaxkd import train
+from jaxkd.distill import TermInputs, build_objective
+from jaxkd.distill import feature_maps as F
+from jaxkd.errors import JaxkdError
+from jaxkd.features import apply_with_features
+from jaxkd.metric_writer import read_metrics
+from jaxkd.models import MODELS
+
+RNG = np.random.default_rng(0)
+STUDENT = RNG.normal(size=(3, 4, 4, 6)).astype(np.float32)
+TEACHER = RNG.normal(size=(3, 4, 4, 8)).astype(np.float32)
+
+
+def np_attention(feature, p=2.0):
+  spatial = (np.abs(feature) ** p).mean(-1).reshape(len(feature), -1)
+  return spatial / np.linalg.norm(spatial, axis=-1, keepdims=True)
+
+
+def test_fitnet_and_its_regressor_match_numpy():
+  regressor = F.regressor_for(STUDENT.shape[1:], TEACHER.shape[1:])
+  params = regressor.init(jax.random.PRNGKey(0), STUDENT)["params"]
+  mapped = regressor.apply({"params": params}, STUDENT)
+  kernel, bias = np.asarray(params["conv"]["kernel"])[0, 0], np.asarray(params["conv"]["bias"])
+  np.testing.assert_allclose(mapped, np.einsum("bhwc,cd->bhwd", STUDENT, kernel) + bias, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(F.fitnet(mapped, TEACHER), np.mean((np.asarray(mapped) - TEACHER) ** 2), rtol=1e-5)
+  with pytest.raises(JaxkdError, match=r"\(4, 4, 6\) and teacher feature \(8, 8, 8\) differ in spatial size"):
+    F.regressor_for((4, 4, 6), (8, 8, 8))
+
+
+def test_attention_transfer_matches_numpy_and_ignores_channel_count():
+  expected = np.mean((np_attention(STUDENT) - np_attention(TEACHER)) ** 2)
+  np.testing.assert_allclose(F.at(STUDENT, TEACHER), expected, rtol=1e-5)
+  doubled = np.concatenate([TEACHER, TEACHER], axis=-1)  # Same channel mean of squares.
+  assert float(F.at(doubled, TEACHER)) < 1e-12
+  with pytest.raises(JaxkdError, match="same spatial size"):
+    F._same_spatial((4, 4, 6), (2, 2, 6))
+
+
+class UserNet(nn.Module):
+  """A model written here, not in jaxkd: features are taken from it by path only."""
+
+  num_classes: int
+  width: int = 8
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.relu(nn.Conv(self.width, (3, 3), name="stem")(x))
+    x = nn.relu(nn.Conv(2 * self.width, (3, 3), name="block")(x))
+    return nn.Dense(self.num_classes, name="head")(jnp.mean(x, axis=(1, 2)))
+
+
+MODELS.register("test_user_net")(UserNet)
+
+
+def _feature_objective():
+  config = ml_collections.ConfigDict({"teacher_combine": "average", "terms": {
+      "ce": {"weight": 1.0},
+      "hint": {"term": "fitnet", "weight": 1.0, "student": "block", "teacher": "block"},
+      "at": {"weight": 100.0, "student": "stem", "teacher": "stem"}}})
+  return build_objective(config, steps_per_epoch=10, total_steps=10)
+
+
+def test_gradient_reaches_the_student_and_the_connector():
+  student, teacher = UserNet(4, width=4), UserNet(4, width=8)
+  images = jnp.asarray(RNG.normal(size=(2, 8, 8, 1)), jnp.float32)
+  s_vars = student.init(jax.random.PRNGKey(0), images)
+  t_vars = teacher.init(jax.random.PRNGKey(1), images)
+  objective = _feature_objective().with_shapes({"block": (8, 8, 8), "stem": (8, 8, 4)},
+                                               {"block": (8, 8, 16), "stem": (8, 8, 8)})
+  aux = objective.init_aux(jax.random.PRNGKey(2), {"block": (8, 8, 8), "stem": (8, 8, 4)})
+  assert set(aux) == {"hint"}  # AT has no learnable part.
+  t_logits, t_features, _ = apply_with_features(teacher, t_vars, images, objective.teacher_paths)
+
+  def loss(params, aux):
+    logits, features, _ = apply_with_features(student, {"params": params}, images,
+                                              objective.student_paths)
+    inputs = TermInputs(logits, t_logits[None], jnp.array([0, 1]), jax.nn.one_hot(jnp.array([0, 1]), 4),
+                        jnp.asarray(0), 10, features, {k: v[None] for k, v in t_features.items()})
+    return objective(inputs, aux)[0]
+
+  grads = jax.grad(loss, argnums=(0, 1))(s_vars["params"], aux)
+  for tree in grads:
+    assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(tree))
+
+
+def test_unknown_feature_path_lists_near_matches():
+  model = UserNet(4)
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8, 8, 1)))
+  with pytest.raises(JaxkdError, match=r"no module at feature path\(s\) \['blok'\].*'block'"):
+    apply_with_features(model, variables, jnp.zeros((1, 8, 8, 1)), ["blok"])
+
+
+def test_user_model_as_teacher_and_student_through_paths(tmp_path):
+  x, y = toy_arrays(256, 0)
+  path = tmp_path / "toy.npz"
+  np.savez(path, x_train=x, y_train=y, x_test=x[:64], y_test=y[:64])
+  teacher = toy_config(num_steps=10)
+  teacher.dataset.path = str(path)
+  teacher.model = ml_collections.ConfigDict({"name": "test_user_net", "width": 8})
+  train.train_and_evaluate(teacher, tmp_path / "teacher")
+
+  student = toy_config(num_steps=6, log_every_steps=3)
+  student.dataset.path = str(path)
+  student.model = ml_collections.ConfigDict({"name": "test_user_net", "width": 4})
+  student.distill.terms = _feature_objective_config()
+  student.distill.teachers = (str(tmp_path / "teacher"),)
+  result = train.train_and_evaluate(student, tmp_path / "student")
+  records = [r for r in read_metrics(tmp_path / "student") if r["split"] == "train"]
+  assert result["step"] == 6 and records[-1]["loss/hint"] > 0 and records[-1]["loss/at"] > 0
+
+  student.distill.teachers = ()
+  student.distill.soft_labels = (str(tmp_path / "none.npz"),)
+  with pytest.raises(JaxkdError, match="feature terms .* need the teacher online"):
+    train.train_and_evaluate(student, tmp_path / "cached")
+
+
+def _feature_objective_config():
+  return ml_collections.ConfigDict({
+      "ce": {"weight": 1.0},
+      "hint": {"term": "fitnet", "weight": 1.0, "student": "block", "teacher": "block"},
+      "at": {"weight": 100.0, "student": "stem", "teacher": "stem"}})
