@@ -129,3 +129,27 @@ def _feature_objective_config():
       "ce": {"weight": 1.0},
       "hint": {"term": "fitnet", "weight": 1.0, "student": "block", "teacher": "block"},
       "at": {"weight": 100.0, "student": "stem", "teacher": "stem"}})
+
+
+def test_relation_terms_through_paths_on_a_user_model():
+  student, teacher = UserNet(4, width=4), UserNet(4, width=8)
+  images = jnp.asarray(RNG.normal(size=(4, 8, 8, 1)), jnp.float32)
+  s_vars = student.init(jax.random.PRNGKey(0), images)
+  t_vars = teacher.init(jax.random.PRNGKey(1), images)
+  terms = {name: {"weight": 1.0, "student": "block", "teacher": "block"}
+           for name in ("sp", "rkd", "pkt", "nst")}
+  objective = build_objective(ml_collections.ConfigDict({"teacher_combine": "average", "terms": terms}),
+                              10, 10).with_shapes({"block": (8, 8, 8)}, {"block": (8, 8, 16)})
+  assert objective.init_aux(jax.random.PRNGKey(2), {"block": (8, 8, 8)}) == {}
+  _, t_features, _ = apply_with_features(teacher, t_vars, images, ["block"])
+
+  def loss(params):
+    logits, features, _ = apply_with_features(student, {"params": params}, images, ["block"])
+    inputs = TermInputs(logits, None, jnp.zeros(4, jnp.int32), jnp.zeros((4, 4)), jnp.asarray(0),
+                        10, features, {"block": t_features["block"][None]})
+    total, metrics = objective(inputs)
+    return total, metrics
+
+  (total, metrics), grads = jax.value_and_grad(loss, has_aux=True)(s_vars["params"])
+  assert all(float(metrics[f"loss/{name}"]) > 0 for name in terms) and np.isfinite(float(total))
+  assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads["block"]))

@@ -82,11 +82,9 @@ class Objective:
     for term in self.terms:
       if term.fn.features:
         student, teacher = student_shapes[term.student_path], teacher_shapes[term.teacher_path]
-        connector = term.fn.connector(student, teacher) if term.fn.connector else None
-        if connector is None and student[-1] != teacher[-1] and term.fn.connector is None:
-          raise JaxkdError(f"{term.label}: student feature {student} and teacher feature "
-                           f"{teacher} differ and this method has no connector.")
-        term = dataclasses.replace(term, connector=connector)
+        # Each feature term's `connector` builds its learnable part, or returns None, and
+        # raises for shapes the method cannot bridge.
+        term = dataclasses.replace(term, connector=term.fn.connector(student, teacher))
       terms.append(term)
     return dataclasses.replace(self, terms=tuple(terms))
 

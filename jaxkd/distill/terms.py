@@ -17,10 +17,14 @@ def register_term(name: str, uses_teacher: bool = True, features: bool = False,
 
   Logit terms: `fn(inputs: TermInputs, **options) -> scalar`. Feature terms
   (features=True): `fn(student_feature, teacher_feature, **options) -> scalar`,
-  with options `student` and `teacher` naming the feature paths; `connector`
-  (student_shape, teacher_shape) -> a Flax module applied to the student's
-  feature first, or None, and raises JaxkdError for shapes it cannot bridge.
+  with options `student` and `teacher` naming the feature paths, and a
+  `connector` (student_shape, teacher_shape) -> a Flax module applied to the
+  student's feature first, or None; it raises JaxkdError for shapes the method
+  cannot bridge.
   """
+
+  if features and connector is None:
+    raise ValueError(f"feature term '{name}' needs a connector (or a shape check returning None)")
 
   def add(fn):
     fn.uses_teacher = uses_teacher
