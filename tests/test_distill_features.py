@@ -153,3 +153,20 @@ def test_relation_terms_through_paths_on_a_user_model():
   (total, metrics), grads = jax.value_and_grad(loss, has_aux=True)(s_vars["params"])
   assert all(float(metrics[f"loss/{name}"]) > 0 for name in terms) and np.isfinite(float(total))
   assert all(float(jnp.abs(g).sum()) > 0 for g in jax.tree.leaves(grads["block"]))
+
+
+def test_vid_matches_numpy_and_learns_its_variance():
+  head = F.vid_head_for(STUDENT.shape[1:], TEACHER.shape[1:])
+  params = head.init(jax.random.PRNGKey(0), STUDENT)["params"]
+  mean, variance = head.apply({"params": params}, STUDENT)
+  np.testing.assert_allclose(variance, 5.0, rtol=1e-5)  # The paper's initial variance.
+  relu = lambda x: np.maximum(x, 0)
+  layer = lambda x, name: np.einsum("bhwc,cd->bhwd", x, np.asarray(params[name]["kernel"])[0, 0]) + np.asarray(params[name]["bias"])
+  expected_mean = layer(relu(layer(relu(layer(STUDENT, "conv1")), "conv2")), "conv3")
+  np.testing.assert_allclose(mean, expected_mean, rtol=1e-3, atol=1e-4)
+  expected = np.mean(0.5 * ((expected_mean - TEACHER) ** 2 / 5.0 + np.log(5.0)))
+  np.testing.assert_allclose(F.vid((mean, variance), TEACHER), expected, rtol=1e-4)
+  grads = jax.grad(lambda p: F.vid(head.apply({"params": p}, STUDENT), TEACHER))(params)
+  assert float(jnp.abs(grads["alpha"]).sum()) > 0 and float(jnp.abs(grads["conv1"]["kernel"]).sum()) > 0
+  with pytest.raises(JaxkdError, match="vid: student feature"):
+    F.vid_head_for((4, 4, 6), (2, 2, 8))

@@ -39,3 +39,16 @@ def test_forward_and_batch_statistics(name):
   logits, updates = model.apply(variables, jnp.ones((2, 32, 32, 3)), train=True,
                                 mutable=["batch_stats"])
   assert logits.shape == (2, 10) and set(updates) == {"batch_stats"}
+
+
+def test_inspect_lists_paths_shapes_and_parameter_count():
+  import subprocess
+  import sys
+
+  result = subprocess.run([sys.executable, "-m", "jaxkd.models.inspect", "--model", "resnet8",
+                           "--num_classes", "100"], capture_output=True, text=True, timeout=120)
+  assert result.returncode == 0, result.stderr[-2000:]
+  lines = result.stdout.splitlines()
+  assert lines[-1] == f"params: {_count('resnet8')}"
+  assert any(line.split() == ["layer3_0", "(8,", "8,", "64)"] for line in lines)
+  assert lines[0].startswith("conv1")  # Execution order, not alphabetical.

@@ -62,3 +62,39 @@ def at(student: jax.Array, teacher: jax.Array, p: float = 2.0) -> jax.Array:
   """Zagoruyko & Komodakis 2017 (attention transfer): mean_{b,i} (a_s - a_t)^2 with
   a(F) = normalize(mean_c |F|^p) over the flattened spatial positions i."""
   return jnp.mean((attention_map(student, p) - jax.lax.stop_gradient(attention_map(teacher, p))) ** 2)
+
+
+class VIDHead(nn.Module):
+  """VID's learnable parts: a 1x1-conv regressor for the mean (in -> mid -> mid -> teacher
+  channels, ReLU between) and a per-channel variance softplus(alpha) + eps."""
+
+  features: int
+  mid_features: int
+  init_variance: float = 5.0
+  eps: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    x = nn.relu(nn.Conv(self.mid_features, (1, 1), name="conv1")(x))
+    x = nn.relu(nn.Conv(self.mid_features, (1, 1), name="conv2")(x))
+    mean = nn.Conv(self.features, (1, 1), name="conv3")(x)
+    start = jnp.log(jnp.expm1(self.init_variance - self.eps))  # softplus(start) + eps = init
+    alpha = self.param("alpha", lambda key, shape: jnp.full(shape, start), (self.features,))
+    return mean, jax.nn.softplus(alpha) + self.eps
+
+
+def vid_head_for(student_shape: tuple, teacher_shape: tuple) -> nn.Module:
+  if len(student_shape) != 3 or student_shape[:2] != teacher_shape[:2]:
+    raise JaxkdError(f"vid: student feature {student_shape} and teacher feature {teacher_shape} "
+                     "need the same spatial size; pick paths at the same resolution.")
+  return VIDHead(teacher_shape[-1], mid_features=teacher_shape[-1])
+
+
+@register_term("vid", features=True, connector=vid_head_for)
+def vid(student: tuple[jax.Array, jax.Array], teacher: jax.Array) -> jax.Array:
+  """Ahn et al. 2019 (variational information distillation): the Gaussian negative
+  log-likelihood of the teacher's features, mean 0.5 * ((t - mu(s))^2 / sigma^2 + log sigma^2),
+  mu a learned regressor and sigma^2 a learned per-channel variance (constant dropped)."""
+  mean, variance = student
+  teacher = jax.lax.stop_gradient(teacher)
+  return jnp.mean(0.5 * ((mean - teacher) ** 2 / variance + jnp.log(variance)))
