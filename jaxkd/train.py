@@ -55,6 +55,7 @@ class TrainState:
   opt_state: Any
   rng: jax.Array
   aux_params: Any = flax.struct.field(default_factory=dict)  # connectors, never exported
+  aux_state: Any = flax.struct.field(default_factory=dict)  # their running state (memory banks)
 
   def trainable(self) -> dict:
     return {"params": self.params, "aux": self.aux_params}
@@ -65,17 +66,17 @@ class TrainState:
 
 def init_train_state(model: nn.Module, tx: optax.GradientTransformation,
                      image_shape: tuple[int, ...], seed: int, mesh: Mesh,
-                     aux_params: dict | None = None) -> TrainState:
-  def init(aux_params):
+                     aux_params: dict | None = None, aux_state: dict | None = None) -> TrainState:
+  def init(aux_params, aux_state):
     init_key, dropout_key, state_key = jax.random.split(jax.random.PRNGKey(seed), 3)
     variables = dict(model.init({"params": init_key, "dropout": dropout_key},
                                 jnp.zeros((1, *image_shape), jnp.float32), train=False))
     params = variables.pop("params")
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                       opt_state=tx.init({"params": params, "aux": aux_params}), rng=state_key,
-                      aux_params=aux_params)
+                      aux_params=aux_params, aux_state=aux_state)
 
-  return jax.jit(init, out_shardings=replicated(mesh))(aux_params or {})
+  return jax.jit(init, out_shardings=replicated(mesh))(aux_params or {}, aux_state or {})
 
 
 def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preprocess: Preprocess,
@@ -91,8 +92,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
   """
 
   def step(state: TrainState, teacher_variables: Sequence[dict], batch: Batch):
-    augment_key, dropout_key, mixup_key = jax.random.split(
-        jax.random.fold_in(state.rng, state.step), 3)
+    augment_key, dropout_key, mixup_key, objective_key = jax.random.split(
+        jax.random.fold_in(state.rng, state.step), 4)
     images = preprocess(batch["image"], augment_key)
     targets = jax.nn.one_hot(batch["label"], num_classes)
     if mixup_alpha > 0:
@@ -116,18 +117,19 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
           model, variables, images, objective.student_paths, train=True,
           rngs={"dropout": dropout_key}, mutable=list(state.model_state))
       inputs = TermInputs(logits, teacher_logits, batch["label"], targets, state.step,
-                          steps_per_epoch, features, teacher_features)
-      loss, term_metrics = objective(inputs, trainable["aux"])
-      return loss, (logits, new_model_state, term_metrics)
+                          steps_per_epoch, features, teacher_features, batch["index"],
+                          objective_key)
+      loss, term_metrics, aux_state = objective(inputs, trainable["aux"], state.aux_state)
+      return loss, (logits, new_model_state, term_metrics, aux_state)
 
     trainable = state.trainable()
-    (loss, (logits, model_state, term_metrics)), grads = jax.value_and_grad(
+    (loss, (logits, model_state, term_metrics, aux_state)), grads = jax.value_and_grad(
         loss_fn, has_aux=True)(trainable)
     updates, opt_state = tx.update(grads, state.opt_state, trainable)
     trainable = optax.apply_updates(trainable, updates)
     new_state = state.replace(step=state.step + 1, params=trainable["params"],
-                              aux_params=trainable["aux"], model_state=dict(model_state),
-                              opt_state=opt_state)
+                              aux_params=trainable["aux"], aux_state=aux_state,
+                              model_state=dict(model_state), opt_state=opt_state)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
                "grad_norm": optax.tree.norm(grads), **term_metrics}
     if schedule is not None:
@@ -186,18 +188,20 @@ def _write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, m
 
 
 def _connect_features(objective: Objective, model: nn.Module, teachers, teacher_variables,
-                      image_shape: tuple, seed: int) -> tuple[Objective, dict]:
-  """Checks the feature paths, builds the connectors and initialises their parameters."""
+                      image_shape: tuple, seed: int, num_examples: int
+                      ) -> tuple[Objective, dict, dict]:
+  """Checks the feature paths, builds the connectors, initialises their params and state."""
   if not objective.student_paths:
-    return objective, {}
+    return objective, {}, {}
   images = jnp.zeros((1, *image_shape), jnp.float32)
   variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images))
   student_shapes = {p: feature_shape(model, variables, image_shape, p)
                     for p in objective.student_paths}
   teacher_shapes = {p: feature_shape(teachers[0], teacher_variables[0], image_shape, p)
                     for p in objective.teacher_paths}
-  objective = objective.with_shapes(student_shapes, teacher_shapes)
-  return objective, objective.init_aux(jax.random.PRNGKey(seed + 1), student_shapes)
+  objective = objective.with_shapes(student_shapes, teacher_shapes, num_examples)
+  return objective, *objective.init_aux(jax.random.PRNGKey(seed + 1), student_shapes,
+                                        teacher_shapes)
 
 
 def say(message: str) -> None:
@@ -237,12 +241,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   if cached_logits is not None:
     batches.add_extra("teacher_logits", cached_logits)
   model = create_model(config.model, train_data.num_classes)
-  objective, aux_params = _connect_features(objective, model, teachers, teacher_variables,
-                                            train_data.image_shape, config.seed)
+  objective, aux_params, aux_state = _connect_features(
+      objective, model, teachers, teacher_variables, train_data.image_shape, config.seed,
+      len(train_data))
   schedule = make_schedule(config.schedule, config.optimizer.learning_rate, steps_per_epoch,
                            total_steps)
   tx = make_optimizer(config.optimizer, schedule)
-  state = init_train_state(model, tx, train_data.image_shape, config.seed, mesh, aux_params)
+  state = init_train_state(model, tx, train_data.image_shape, config.seed, mesh, aux_params,
+                           aux_state)
 
   checkpointer = Checkpointer(workdir, config.train.checkpoint_every_steps or steps_per_epoch,
                               config.train.keep_checkpoints)

@@ -28,8 +28,10 @@ def np_attention(feature, p=2.0):
 
 def test_fitnet_and_its_regressor_match_numpy():
   regressor = F.regressor_for(STUDENT.shape[1:], TEACHER.shape[1:])
-  params = regressor.init(jax.random.PRNGKey(0), STUDENT)["params"]
-  mapped = regressor.apply({"params": params}, STUDENT)
+  index = np.arange(3)
+  params = regressor.init(jax.random.PRNGKey(0), STUDENT, TEACHER, index)["params"]
+  mapped, passed = regressor.apply({"params": params}, STUDENT, TEACHER, index)
+  np.testing.assert_array_equal(passed, TEACHER)
   kernel, bias = np.asarray(params["conv"]["kernel"])[0, 0], np.asarray(params["conv"]["bias"])
   np.testing.assert_allclose(mapped, np.einsum("bhwc,cd->bhwd", STUDENT, kernel) + bias, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(F.fitnet(mapped, TEACHER), np.mean((np.asarray(mapped) - TEACHER) ** 2), rtol=1e-5)
@@ -77,8 +79,9 @@ def test_gradient_reaches_the_student_and_the_connector():
   t_vars = teacher.init(jax.random.PRNGKey(1), images)
   objective = _feature_objective().with_shapes({"block": (8, 8, 8), "stem": (8, 8, 4)},
                                                {"block": (8, 8, 16), "stem": (8, 8, 8)})
-  aux = objective.init_aux(jax.random.PRNGKey(2), {"block": (8, 8, 8), "stem": (8, 8, 4)})
-  assert set(aux) == {"hint"}  # AT has no learnable part.
+  aux, aux_state = objective.init_aux(jax.random.PRNGKey(2), {"block": (8, 8, 8), "stem": (8, 8, 4)},
+                                      {"block": (8, 8, 16), "stem": (8, 8, 8)})
+  assert set(aux) == {"hint"} and aux_state == {}  # AT has no learnable part.
   t_logits, t_features, _ = apply_with_features(teacher, t_vars, images, objective.teacher_paths)
 
   def loss(params, aux):
@@ -86,7 +89,7 @@ def test_gradient_reaches_the_student_and_the_connector():
                                               objective.student_paths)
     inputs = TermInputs(logits, t_logits[None], jnp.array([0, 1]), jax.nn.one_hot(jnp.array([0, 1]), 4),
                         jnp.asarray(0), 10, features, {k: v[None] for k, v in t_features.items()})
-    return objective(inputs, aux)[0]
+    return objective(inputs, aux)[0]  # No running state: FitNets and AT keep none.
 
   grads = jax.grad(loss, argnums=(0, 1))(s_vars["params"], aux)
   for tree in grads:
@@ -140,14 +143,14 @@ def test_relation_terms_through_paths_on_a_user_model():
            for name in ("sp", "rkd", "pkt", "nst")}
   objective = build_objective(ml_collections.ConfigDict({"teacher_combine": "average", "terms": terms}),
                               10, 10).with_shapes({"block": (8, 8, 8)}, {"block": (8, 8, 16)})
-  assert objective.init_aux(jax.random.PRNGKey(2), {"block": (8, 8, 8)}) == {}
+  assert objective.init_aux(jax.random.PRNGKey(2), {"block": (8, 8, 8)}, {"block": (8, 8, 16)}) == ({}, {})
   _, t_features, _ = apply_with_features(teacher, t_vars, images, ["block"])
 
   def loss(params):
     logits, features, _ = apply_with_features(student, {"params": params}, images, ["block"])
     inputs = TermInputs(logits, None, jnp.zeros(4, jnp.int32), jnp.zeros((4, 4)), jnp.asarray(0),
                         10, features, {"block": t_features["block"][None]})
-    total, metrics = objective(inputs)
+    total, metrics, _ = objective(inputs)
     return total, metrics
 
   (total, metrics), grads = jax.value_and_grad(loss, has_aux=True)(s_vars["params"])
@@ -157,8 +160,9 @@ def test_relation_terms_through_paths_on_a_user_model():
 
 def test_vid_matches_numpy_and_learns_its_variance():
   head = F.vid_head_for(STUDENT.shape[1:], TEACHER.shape[1:])
-  params = head.init(jax.random.PRNGKey(0), STUDENT)["params"]
-  mean, variance = head.apply({"params": params}, STUDENT)
+  index = np.arange(3)
+  params = head.init(jax.random.PRNGKey(0), STUDENT, TEACHER, index)["params"]
+  (mean, variance), _ = head.apply({"params": params}, STUDENT, TEACHER, index)
   np.testing.assert_allclose(variance, 5.0, rtol=1e-5)  # The paper's initial variance.
   relu = lambda x: np.maximum(x, 0)
   layer = lambda x, name: np.einsum("bhwc,cd->bhwd", x, np.asarray(params[name]["kernel"])[0, 0]) + np.asarray(params[name]["bias"])
@@ -166,7 +170,7 @@ def test_vid_matches_numpy_and_learns_its_variance():
   np.testing.assert_allclose(mean, expected_mean, rtol=1e-3, atol=1e-4)
   expected = np.mean(0.5 * ((expected_mean - TEACHER) ** 2 / 5.0 + np.log(5.0)))
   np.testing.assert_allclose(F.vid((mean, variance), TEACHER), expected, rtol=1e-4)
-  grads = jax.grad(lambda p: F.vid(head.apply({"params": p}, STUDENT), TEACHER))(params)
+  grads = jax.grad(lambda p: F.vid(head.apply({"params": p}, STUDENT, TEACHER, index)[0], TEACHER))(params)
   assert float(jnp.abs(grads["alpha"]).sum()) > 0 and float(jnp.abs(grads["conv1"]["kernel"]).sum()) > 0
   with pytest.raises(JaxkdError, match="vid: student feature"):
     F.vid_head_for((4, 4, 6), (2, 2, 8))

@@ -126,13 +126,13 @@ def _objective(terms, combine="average", steps_per_epoch=10, total_steps=100):
 
 def test_objective_weights_terms_and_combines_teachers():
   objective = _objective({"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "temperature": 4.0}})
-  loss, metrics = objective(_inputs(teachers=TEACHERS))
+  loss, metrics, _ = objective(_inputs(teachers=TEACHERS))
   averaged = np.mean([np_softmax(t / 4.0) for t in TEACHERS], axis=0)
   kd_avg = 16.0 * np.mean(np_kl(averaged, np_softmax(STUDENT / 4.0)))
   np.testing.assert_allclose(metrics["loss/kd"], kd_avg, rtol=1e-4)
   np.testing.assert_allclose(loss, 0.1 * metrics["loss/ce"] + 0.9 * kd_avg, rtol=1e-4)
   summed = _objective({"kd": {"weight": 1.0, "temperature": 4.0}}, combine="sum")
-  _, sum_metrics = summed(_inputs(teachers=TEACHERS))
+  _, sum_metrics, _ = summed(_inputs(teachers=TEACHERS))
   per_teacher = [16.0 * np.mean(np_kl(np_softmax(t / 4.0), np_softmax(STUDENT / 4.0))) for t in TEACHERS]
   np.testing.assert_allclose(sum_metrics["loss/kd"], sum(per_teacher), rtol=1e-4)
 
@@ -141,9 +141,9 @@ def test_weight_and_temperature_schedules():
   objective = _objective({
       "kd": {"weight": 1.0, "weight_schedule": "warmup", "weight_warmup_epochs": 2.0,
              "temperature": 8.0, "temperature_schedule": "cosine", "temperature_end": 2.0}})
-  _, at_0 = objective(_inputs(step=0))
-  _, at_10 = objective(_inputs(step=10))
-  _, at_100 = objective(_inputs(step=100))
+  _, at_0, _ = objective(_inputs(step=0))
+  _, at_10, _ = objective(_inputs(step=10))
+  _, at_100, _ = objective(_inputs(step=100))
   assert float(at_0["weight/kd"]) == 0.0 and float(at_10["weight/kd"]) == pytest.approx(0.5)
   expected_end = 4.0 * np.mean(np_kl(np_softmax(TEACHERS[0] / 2.0), np_softmax(STUDENT / 2.0)))
   np.testing.assert_allclose(at_100["loss/kd"], expected_end, rtol=1e-4)  # T reached 2.

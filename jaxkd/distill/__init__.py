@@ -6,6 +6,6 @@ Register one with `@register_term("name", uses_teacher=True)`.
 
 from jaxkd.distill.terms import TERMS, TermInputs, register_term
 from jaxkd.distill.objective import Objective, build_objective
-from jaxkd.distill import feature_maps, logits, relations  # noqa: F401  (registers the terms)
+from jaxkd.distill import contrastive, feature_maps, logits, relations  # noqa: F401  (registers the terms)
 
 __all__ = ["TERMS", "TermInputs", "register_term", "Objective", "build_objective"]

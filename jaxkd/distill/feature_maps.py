@@ -21,13 +21,13 @@ class Regressor(nn.Module):
   features: int
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    if x.ndim == 4:
-      return nn.Conv(self.features, (1, 1), name="conv")(x)
-    return nn.Dense(self.features, name="dense")(x)
+  def __call__(self, student: jax.Array, teacher: jax.Array, index: jax.Array):
+    if student.ndim == 4:
+      return nn.Conv(self.features, (1, 1), name="conv")(student), teacher
+    return nn.Dense(self.features, name="dense")(student), teacher
 
 
-def regressor_for(student_shape: tuple, teacher_shape: tuple) -> nn.Module | None:
+def regressor_for(student_shape: tuple, teacher_shape: tuple, **_) -> nn.Module | None:
   """A regressor when the channels differ; an error when the spatial sizes differ."""
   if student_shape[:-1] != teacher_shape[:-1]:
     raise JaxkdError(f"fitnet: student feature {student_shape} and teacher feature "
@@ -49,7 +49,7 @@ def attention_map(feature: jax.Array, p: float = 2.0) -> jax.Array:
   return spatial / (jnp.linalg.norm(spatial, axis=-1, keepdims=True) + 1e-12)
 
 
-def _same_spatial(student_shape: tuple, teacher_shape: tuple) -> None:
+def _same_spatial(student_shape: tuple, teacher_shape: tuple, **_) -> None:
   if len(student_shape) != 3 or student_shape[:2] != teacher_shape[:2]:
     raise JaxkdError(f"at: student feature {student_shape} and teacher feature {teacher_shape} "
                      "need the same spatial size (channels may differ); pick paths at the "
@@ -74,16 +74,16 @@ class VIDHead(nn.Module):
   eps: float = 1e-5
 
   @nn.compact
-  def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    x = nn.relu(nn.Conv(self.mid_features, (1, 1), name="conv1")(x))
+  def __call__(self, student: jax.Array, teacher: jax.Array, index: jax.Array):
+    x = nn.relu(nn.Conv(self.mid_features, (1, 1), name="conv1")(student))
     x = nn.relu(nn.Conv(self.mid_features, (1, 1), name="conv2")(x))
     mean = nn.Conv(self.features, (1, 1), name="conv3")(x)
     start = jnp.log(jnp.expm1(self.init_variance - self.eps))  # softplus(start) + eps = init
     alpha = self.param("alpha", lambda key, shape: jnp.full(shape, start), (self.features,))
-    return mean, jax.nn.softplus(alpha) + self.eps
+    return (mean, jax.nn.softplus(alpha) + self.eps), teacher
 
 
-def vid_head_for(student_shape: tuple, teacher_shape: tuple) -> nn.Module:
+def vid_head_for(student_shape: tuple, teacher_shape: tuple, **_) -> nn.Module:
   if len(student_shape) != 3 or student_shape[:2] != teacher_shape[:2]:
     raise JaxkdError(f"vid: student feature {student_shape} and teacher feature {teacher_shape} "
                      "need the same spatial size; pick paths at the same resolution.")

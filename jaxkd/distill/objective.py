@@ -76,44 +76,73 @@ class Objective:
   def teacher_paths(self) -> tuple[str, ...]:
     return tuple(dict.fromkeys(t.teacher_path for t in self.terms if t.fn.features))
 
-  def with_shapes(self, student_shapes: dict, teacher_shapes: dict) -> "Objective":
+  def with_shapes(self, student_shapes: dict, teacher_shapes: dict,
+                  num_examples: int = 0) -> "Objective":
     """Builds each feature term's connector from the shapes at its paths (no batch axis)."""
     terms = []
     for term in self.terms:
       if term.fn.features:
-        student, teacher = student_shapes[term.student_path], teacher_shapes[term.teacher_path]
         # Each feature term's `connector` builds its learnable part, or returns None, and
         # raises for shapes the method cannot bridge.
-        term = dataclasses.replace(term, connector=term.fn.connector(student, teacher))
+        connector = term.fn.connector(student_shapes[term.student_path],
+                                      teacher_shapes[term.teacher_path],
+                                      options=term.options, num_examples=num_examples)
+        term = dataclasses.replace(term, connector=connector)
       terms.append(term)
     return dataclasses.replace(self, terms=tuple(terms))
 
-  def init_aux(self, key: jax.Array, student_shapes: dict) -> dict:
-    """Parameters of the connectors, {term label: params}: trained with the student."""
-    aux = {}
+  def init_aux(self, key: jax.Array, student_shapes: dict, teacher_shapes: dict
+               ) -> tuple[dict, dict]:
+    """The connectors' parameters (trained with the student) and running state (e.g.
+    memory banks, updated functionally each step), both {term label: ...}."""
+    params, state = {}, {}
     for term in self.terms:
       if term.connector is not None:
-        key, init_key = jax.random.split(key)
-        sample = jnp.zeros((1, *student_shapes[term.student_path]), jnp.float32)
-        aux[term.label] = term.connector.init(init_key, sample)["params"]
-    return aux
+        key, init_key, sample_key = jax.random.split(key, 3)
+        student = jnp.zeros((2, *student_shapes[term.student_path]), jnp.float32)
+        teacher = jnp.zeros((2, *teacher_shapes[term.teacher_path]), jnp.float32)
+        variables = dict(term.connector.init({"params": init_key, "negatives": sample_key},
+                                             student, teacher, jnp.zeros(2, jnp.int32)))
+        params[term.label] = variables.pop("params", {})
+        if variables:
+          state[term.label] = variables
+    return params, state
 
-  def _feature_value(self, term: Term, inputs: TermInputs, aux_params: dict, options: dict):
+  def _feature_value(self, term: Term, inputs: TermInputs, aux_params: dict, aux_state: dict,
+                     options: dict):
     student = inputs.student_features[term.student_path]
-    if term.connector is not None:
-      student = term.connector.apply({"params": aux_params[term.label]}, student)
     teachers = inputs.teacher_features[term.teacher_path]
-    return sum(term.fn(student, teachers[k], **options) for k in range(teachers.shape[0]))
+    total, new_state = 0.0, aux_state.get(term.label)
+    for k in range(teachers.shape[0]):
+      teacher = jax.lax.stop_gradient(teachers[k])
+      student_k = student
+      if term.connector is not None:
+        variables = {"params": aux_params[term.label], **(new_state or {})}
+        rngs = {} if inputs.key is None else {"negatives": jax.random.fold_in(inputs.key, k)}
+        if new_state:
+          (student_k, teacher), new_state = term.connector.apply(
+              variables, student, teacher, inputs.index, rngs=rngs, mutable=list(new_state))
+          new_state = jax.lax.stop_gradient(dict(new_state))
+        else:
+          student_k, teacher = term.connector.apply(variables, student, teacher, inputs.index,
+                                                    rngs=rngs)
+      total = total + term.fn(student_k, teacher, **options)
+    return total, new_state
 
-  def __call__(self, inputs: TermInputs, aux_params: dict | None = None) -> tuple[jax.Array, dict]:
-    """Returns (total loss, {label: unweighted term value, 'weight/label': weight})."""
-    total, metrics = 0.0, {}
+  def __call__(self, inputs: TermInputs, aux_params: dict | None = None,
+               aux_state: dict | None = None) -> tuple[jax.Array, dict, dict]:
+    """Returns (total loss, {label: unweighted term value, 'weight/label': weight},
+    updated running state of the connectors)."""
+    total, metrics, new_aux_state = 0.0, {}, dict(aux_state or {})
     for term in self.terms:
       options = dict(term.options)
       if term.temperature is not None:
         options["temperature"] = term.temperature(inputs.step)
       if term.fn.features:
-        value = self._feature_value(term, inputs, aux_params or {}, options)
+        options = {k: v for k, v in options.items() if k in term.fn.term_options}
+        value, state = self._feature_value(term, inputs, aux_params or {}, aux_state or {}, options)
+        if state is not None:
+          new_aux_state[term.label] = state
       elif term.fn.uses_teacher and self.teacher_combine == "sum":
         value = sum(term.fn(inputs.replace(teacher_logits=inputs.teacher_logits[k:k + 1]), **options)
                     for k in range(inputs.teacher_logits.shape[0]))
@@ -123,7 +152,7 @@ class Objective:
       total = total + weight * value
       metrics[f"loss/{term.label}"] = value
       metrics[f"weight/{term.label}"] = weight
-    return total, metrics
+    return total, metrics, new_aux_state
 
 
 def build_objective(config: ml_collections.ConfigDict, steps_per_epoch: int,
@@ -151,7 +180,8 @@ def build_objective(config: ml_collections.ConfigDict, steps_per_epoch: int,
           raise JaxkdError(f"feature term '{label}' needs distill.terms.{label}.{side}: the "
                            f"{side}'s feature path (python -m jaxkd.models.inspect lists them).")
         paths[f"{side}_path"] = spec.pop(side)
-    known = set(inspect.signature(fn).parameters) - {"inputs", "student", "teacher"}
+    known = (set(inspect.signature(fn).parameters) | set(getattr(fn, "connector_options", ()))
+             ) - {"inputs", "student", "teacher"}
     unknown = sorted(set(spec) - known)
     if unknown or (temperature is not None and "temperature" not in known):
       raise JaxkdError(f"objective term '{label}' has no option(s) "

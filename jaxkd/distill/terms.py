@@ -1,5 +1,6 @@
 """What every term sees, the term registry, and helpers shared by logit terms."""
 
+import inspect
 from typing import Callable
 
 import flax
@@ -12,15 +13,18 @@ TERMS: Registry[Callable] = Registry("objective term")
 
 
 def register_term(name: str, uses_teacher: bool = True, features: bool = False,
-                  connector: Callable | None = None):
+                  connector: Callable | None = None, connector_options: tuple[str, ...] = ()):
   """Registers a term under `name`.
 
   Logit terms: `fn(inputs: TermInputs, **options) -> scalar`. Feature terms
   (features=True): `fn(student_feature, teacher_feature, **options) -> scalar`,
   with options `student` and `teacher` naming the feature paths, and a
-  `connector` (student_shape, teacher_shape) -> a Flax module applied to the
-  student's feature first, or None; it raises JaxkdError for shapes the method
-  cannot bridge.
+  `connector(student_shape, teacher_shape, options=..., num_examples=...)` that
+  returns a Flax module or None, and raises JaxkdError for shapes the method
+  cannot bridge. The module is called as (student, teacher, index) -> (student',
+  teacher') before the term; its params train with the student, and any other
+  collection (e.g. 'memory') is running state. `connector_options` are options
+  the connector reads rather than the term.
   """
 
   if features and connector is None:
@@ -30,6 +34,8 @@ def register_term(name: str, uses_teacher: bool = True, features: bool = False,
     fn.uses_teacher = uses_teacher
     fn.features = features
     fn.connector = connector
+    fn.connector_options = connector_options
+    fn.term_options = set(inspect.signature(fn).parameters) - {"inputs", "student", "teacher"}
     return TERMS.register(name)(fn)
 
   return add
@@ -53,6 +59,8 @@ class TermInputs:
   steps_per_epoch: int = flax.struct.field(pytree_node=False, default=1)
   student_features: dict = flax.struct.field(default_factory=dict)  # path -> [B, ...]
   teacher_features: dict = flax.struct.field(default_factory=dict)  # path -> [K, B, ...]
+  index: jax.Array | None = None  # [B] stable example indices (memory banks)
+  key: jax.Array | None = None  # randomness of the step (e.g. sampled negatives)
 
 
 def standardize(logits: jax.Array) -> jax.Array:
