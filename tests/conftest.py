@@ -6,6 +6,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -45,3 +46,22 @@ def toy_config(**train):
   config.train.log_every_steps = 2
   config.train.update(train)
   return config
+
+
+def user_net_configs(tmp_path, teacher_steps: int, **student_train):
+  """Toy data saved as .npz, a trained 'test_user_net' teacher (width 8) in
+  tmp_path/teacher, and the config of a width-4 student taught by it."""
+  from jaxkd import train
+
+  x, y = toy_arrays(256, 0)
+  path = tmp_path / "toy.npz"
+  np.savez(path, x_train=x, y_train=y, x_test=x[:64], y_test=y[:64])
+  configs = []
+  for width, train_fields in ((8, {"num_steps": teacher_steps}), (4, student_train)):
+    config = toy_config(**train_fields)
+    config.dataset.path = str(path)
+    config.model = ml_collections.ConfigDict({"name": "test_user_net", "width": width})
+    configs.append(config)
+  train.train_and_evaluate(configs[0], tmp_path / "teacher")
+  configs[1].distill.teachers = (str(tmp_path / "teacher"),)
+  return configs[1]

@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from conftest import toy_arrays, toy_config
+from conftest import user_net_configs
 from test_distill_features import UserNet  # noqa: F401  (registers test_user_net)
 
 from jaxkd import train
@@ -70,22 +70,12 @@ def test_heads_score_the_positive_update_memory_and_fix_z():
 
 
 def test_crd_run_resumes_with_its_memory_banks(tmp_path):
-  x, y = toy_arrays(256, 0)
-  path = tmp_path / "toy.npz"
-  np.savez(path, x_train=x, y_train=y, x_test=x[:64], y_test=y[:64])
-  teacher = toy_config(num_steps=4)
-  teacher.dataset.path = str(path)
-  teacher.model = ml_collections.ConfigDict({"name": "test_user_net", "width": 8})
-  train.train_and_evaluate(teacher, tmp_path / "teacher")
-
-  student = toy_config(num_steps=8, checkpoint_every_steps=4, log_every_steps=4)
-  student.dataset.path = str(path)
-  student.model = ml_collections.ConfigDict({"name": "test_user_net", "width": 4})
+  student = user_net_configs(tmp_path, teacher_steps=4, num_steps=8, checkpoint_every_steps=4,
+                             log_every_steps=4)
   student.distill.terms = ml_collections.ConfigDict({
       "ce": {"weight": 1.0},
       "crd": {"weight": 0.8, "student": "block", "teacher": "block", "num_negatives": 64,
               "feat_dim": 16}})
-  student.distill.teachers = (str(tmp_path / "teacher"),)
   whole = train.train_and_evaluate(student, tmp_path / "whole")
   assert all(np.isfinite(r["loss/crd"]) for r in read_metrics(tmp_path / "whole") if r["split"] == "train")
 

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import pytest
-from conftest import toy_arrays, toy_config
+from conftest import user_net_configs
 
 from jaxkd import train
 from jaxkd.distill import TermInputs, build_objective
@@ -65,10 +65,8 @@ MODELS.register("test_user_net")(UserNet)
 
 
 def _feature_objective():
-  config = ml_collections.ConfigDict({"teacher_combine": "average", "terms": {
-      "ce": {"weight": 1.0},
-      "hint": {"term": "fitnet", "weight": 1.0, "student": "block", "teacher": "block"},
-      "at": {"weight": 100.0, "student": "stem", "teacher": "stem"}}})
+  config = ml_collections.ConfigDict({"teacher_combine": "average",
+                                      "terms": _feature_objective_config()})
   return build_objective(config, steps_per_epoch=10, total_steps=10)
 
 
@@ -104,19 +102,8 @@ def test_unknown_feature_path_lists_near_matches():
 
 
 def test_user_model_as_teacher_and_student_through_paths(tmp_path):
-  x, y = toy_arrays(256, 0)
-  path = tmp_path / "toy.npz"
-  np.savez(path, x_train=x, y_train=y, x_test=x[:64], y_test=y[:64])
-  teacher = toy_config(num_steps=10)
-  teacher.dataset.path = str(path)
-  teacher.model = ml_collections.ConfigDict({"name": "test_user_net", "width": 8})
-  train.train_and_evaluate(teacher, tmp_path / "teacher")
-
-  student = toy_config(num_steps=6, log_every_steps=3)
-  student.dataset.path = str(path)
-  student.model = ml_collections.ConfigDict({"name": "test_user_net", "width": 4})
+  student = user_net_configs(tmp_path, teacher_steps=10, num_steps=6, log_every_steps=3)
   student.distill.terms = _feature_objective_config()
-  student.distill.teachers = (str(tmp_path / "teacher"),)
   result = train.train_and_evaluate(student, tmp_path / "student")
   records = [r for r in read_metrics(tmp_path / "student") if r["split"] == "train"]
   assert result["step"] == 6 and records[-1]["loss/hint"] > 0 and records[-1]["loss/at"] > 0
