@@ -83,8 +83,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise JaxkdError("set the run's length: train.epochs > 0 or train.num_steps > 0.")
 
 
-def load_config_file(path) -> ml_collections.ConfigDict:
-  """get_config() of another config file, so that recipes are written once."""
+def load_config_file(path, arg: str | None = None) -> ml_collections.ConfigDict:
+  """get_config() (or get_config(arg)) of another config file: recipes are written once."""
   import importlib.util
   import pathlib
 
@@ -92,4 +92,4 @@ def load_config_file(path) -> ml_collections.ConfigDict:
   spec = importlib.util.spec_from_file_location(f"jaxkd_config_{path.stem}", path)
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  return module.get_config()
+  return module.get_config() if arg is None else module.get_config(arg)

@@ -24,6 +24,14 @@ def _bn(train: bool, name: str | None = None) -> nn.BatchNorm:
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
 
 
+class GlobalPool(nn.Module):
+  """Global average pooling as a module, so the penultimate embedding has a path ('pool')."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return jnp.mean(x, axis=(1, 2))
+
+
 class BasicBlock(nn.Module):
   """conv3x3-BN-ReLU-conv3x3-BN plus identity (or 1x1 conv-BN) shortcut, then ReLU."""
 
@@ -59,8 +67,7 @@ class CifarResNet(nn.Module):
       for block in range(blocks):
         stride = 2 if stage > 0 and block == 0 else 1
         x = BasicBlock(features, stride, name=f"layer{stage + 1}_{block}")(x, train)
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name="fc")(x)
+    return nn.Dense(self.num_classes, name="fc")(GlobalPool(name="pool")(x))
 
 
 for _depth in (8, 14, 20, 32, 44, 56, 110):
@@ -103,12 +110,24 @@ class WideResNet(nn.Module):
         stride = 2 if stage > 0 and block == 0 else 1
         x = WideBlock(base * self.widen_factor, stride, name=f"block{stage + 1}_{block}")(x, train)
     x = nn.relu(_bn(train, "bn")(x))
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name="fc")(x)
+    return nn.Dense(self.num_classes, name="fc")(GlobalPool(name="pool")(x))
 
 
 for _depth, _k in ((16, 1), (16, 2), (40, 1), (40, 2)):
   register_variant(f"wrn_{_depth}_{_k}", WideResNet, depth=_depth, widen_factor=_k)
+
+
+class VGGBlock(nn.Module):
+  """conv3x3-BN-ReLU layers; the block's output (a feature path) is after the last ReLU."""
+
+  widths: Sequence[int]
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    for i, features in enumerate(self.widths):
+      x = nn.Conv(features, (3, 3), padding=1, name=f"conv{i}")(x)
+      x = nn.relu(_bn(train, f"bn{i}")(x))
+    return x
 
 
 class VGG(nn.Module):
@@ -120,14 +139,11 @@ class VGG(nn.Module):
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-    for b, block in enumerate(self.blocks):
-      for i, features in enumerate(block):
-        x = nn.Conv(features, (3, 3), padding=1, name=f"block{b}_conv{i}")(x)
-        x = nn.relu(_bn(train, f"block{b}_bn{i}")(x))
+    for b, widths in enumerate(self.blocks):
+      x = VGGBlock(tuple(widths), name=f"block{b}")(x, train)
       if b < len(self.blocks) - 1:
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    x = jnp.mean(x, axis=(1, 2))
-    return nn.Dense(self.num_classes, name="fc")(x)
+    return nn.Dense(self.num_classes, name="fc")(GlobalPool(name="pool")(x))
 
 
 _VGG_BLOCKS = {
