@@ -19,7 +19,7 @@ def register_variant(name: str, base: type[nn.Module], **defaults) -> None:
   MODELS.register(name)(type(name, (base,), {"__annotations__": annotations, **defaults}))
 
 
-def _bn(train: bool, name: str | None = None) -> nn.BatchNorm:
+def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
   # PyTorch's BatchNorm2d defaults: momentum 0.1 (flax: 0.9), epsilon 1e-5.
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
 
@@ -42,12 +42,12 @@ class BasicBlock(nn.Module):
   def __call__(self, x, train: bool):
     residual = x
     y = nn.Conv(self.features, (3, 3), self.stride, padding=1, use_bias=False, name="conv1")(x)
-    y = nn.relu(_bn(train, "bn1")(y))
+    y = nn.relu(batch_norm(train, "bn1")(y))
     y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, name="conv2")(y)
-    y = _bn(train, "bn2")(y)
+    y = batch_norm(train, "bn2")(y)
     if self.stride != 1 or x.shape[-1] != self.features:
       residual = nn.Conv(self.features, (1, 1), self.stride, use_bias=False, name="downsample_conv")(x)
-      residual = _bn(train, "downsample_bn")(residual)
+      residual = batch_norm(train, "downsample_bn")(residual)
     return nn.relu(y + residual)
 
 
@@ -62,7 +62,7 @@ class CifarResNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     blocks = (self.depth - 2) // 6
     x = nn.Conv(self.widths[0], (3, 3), padding=1, use_bias=False, name="conv1")(x)
-    x = nn.relu(_bn(train, "bn1")(x))
+    x = nn.relu(batch_norm(train, "bn1")(x))
     for stage, features in enumerate(self.widths[1:]):
       for block in range(blocks):
         stride = 2 if stage > 0 and block == 0 else 1
@@ -84,9 +84,9 @@ class WideBlock(nn.Module):
 
   @nn.compact
   def __call__(self, x, train: bool):
-    activated = nn.relu(_bn(train, "bn1")(x))
+    activated = nn.relu(batch_norm(train, "bn1")(x))
     y = nn.Conv(self.features, (3, 3), self.stride, padding=1, use_bias=False, name="conv1")(activated)
-    y = nn.relu(_bn(train, "bn2")(y))
+    y = nn.relu(batch_norm(train, "bn2")(y))
     y = nn.Conv(self.features, (3, 3), padding=1, use_bias=False, name="conv2")(y)
     if x.shape[-1] == self.features:
       return x + y
@@ -109,7 +109,7 @@ class WideResNet(nn.Module):
       for block in range(blocks):
         stride = 2 if stage > 0 and block == 0 else 1
         x = WideBlock(base * self.widen_factor, stride, name=f"block{stage + 1}_{block}")(x, train)
-    x = nn.relu(_bn(train, "bn")(x))
+    x = nn.relu(batch_norm(train, "bn")(x))
     return nn.Dense(self.num_classes, name="fc")(GlobalPool(name="pool")(x))
 
 
@@ -126,7 +126,7 @@ class VGGBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     for i, features in enumerate(self.widths):
       x = nn.Conv(features, (3, 3), padding=1, name=f"conv{i}")(x)
-      x = nn.relu(_bn(train, f"bn{i}")(x))
+      x = nn.relu(batch_norm(train, f"bn{i}")(x))
     return x
 
 
