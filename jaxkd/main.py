@@ -51,6 +51,7 @@ def main(argv: list[str]) -> None:
   if not result["interrupted"]:
     train.say(f"final test accuracy {result['test_accuracy']:.4f} "
               f"({result['test_errors']} errors of {result['test_count']}) at step {result['step']}; "
+              f"best {result['best_test_accuracy']:.4f} at step {result['best_test_step']}; "
               f"workdir {_WORKDIR.value}")
 
 

@@ -31,7 +31,7 @@ from jaxkd.teachers import prepare_teachers
 from jaxkd.errors import JaxkdError
 from jaxkd.features import apply_with_features, feature_shape
 from jaxkd.interrupt import stop_on_signals
-from jaxkd.metric_writer import MetricWriter
+from jaxkd.metric_writer import MetricWriter, read_metrics
 from jaxkd.models import create_model
 from jaxkd.optim import make_optimizer, make_schedule
 from jaxkd.sharding import batch_sharding, check_batch_size, make_mesh, replicated, shard_batch
@@ -273,6 +273,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       f"steps {start_step}->{total_steps} ({steps_per_epoch} per epoch)")
 
   pending, last_time, last_step, stopped_by = [], time.perf_counter(), start_step, None
+  last_eval = (None, None)
   progress = tqdm.tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True,
                        disable=jax.process_index() != 0, mininterval=1.0 if sys.stderr.isatty() else 30)
   # The thread only gathers host arrays: device transfers stay on the main thread, since
@@ -304,6 +305,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         pending, last_time, last_step = [], now, step
       if step % eval_every == 0 or step == total_steps:
         result = evaluate(eval_step, state.variables(), test_data, config.train.eval_batch_size, mesh)
+        last_eval = (step, result)
         writer.write(step, "test", result)
         progress.write(f"step {step} epoch {step / steps_per_epoch:.2f}: test accuracy "
                        f"{result['accuracy']:.4f} ({result['errors']} errors / {result['count']})")
@@ -322,9 +324,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     say(f"stopped by {stopped_by} at step {final_step}; checkpoint saved. "
         "Run the same command again to resume.")
     return {"step": final_step, "interrupted": True, "num_params": num_params}
-  result = evaluate(eval_step, state.variables(), test_data, config.train.eval_batch_size, mesh)
-  if final_step == start_step and not stopped_by:
+  result = last_eval[1]
+  if last_eval[0] != final_step:  # Nothing trained (resumed at the end): evaluate once.
+    result = evaluate(eval_step, state.variables(), test_data, config.train.eval_batch_size, mesh)
     say(f"already trained to step {final_step}; test accuracy {result['accuracy']:.4f}")
   writer.close()
+  tests = [r for r in read_metrics(workdir) if r["split"] == "test"] or [{"step": final_step, **result}]
+  best = max(tests, key=lambda r: r["accuracy"])
   return {"step": final_step, "interrupted": False, "num_params": num_params,
-          **{f"test_{k}": v for k, v in result.items()}}
+          **{f"test_{k}": v for k, v in result.items()},
+          "best_test_accuracy": best["accuracy"], "best_test_step": best["step"]}

@@ -73,3 +73,15 @@ def test_nan_loss_stops_the_run_and_names_the_step(tmp_path, toy_datasets):
   config.optimizer.learning_rate = 1e30
   with pytest.raises(JaxkdError, match=r"loss became nan by step \d+.*last good checkpoint"):
     train.train_and_evaluate(config, tmp_path, datasets=toy_datasets)
+
+
+def test_result_reports_best_and_last_test_accuracy(tmp_path, toy_datasets):
+  config = toy_config(num_steps=40, log_every_steps=10, eval_every_steps=10)
+  result = train.train_and_evaluate(config, tmp_path, datasets=toy_datasets)
+  tests = [r for r in read_metrics(tmp_path) if r["split"] == "test"]
+  assert [r["step"] for r in tests] == [10, 20, 30, 40]  # The final step is evaluated once.
+  best = max(tests, key=lambda r: r["accuracy"])
+  assert (result["best_test_accuracy"], result["best_test_step"]) == (best["accuracy"], best["step"])
+  assert result["test_accuracy"] == tests[-1]["accuracy"]
+  again = train.train_and_evaluate(config, tmp_path, datasets=toy_datasets)  # Finished: reuse.
+  assert again["test_accuracy"] == result["test_accuracy"] and again["step"] == 40
