@@ -70,11 +70,13 @@ def _near(model, variables, images, missing) -> str:
       ". List the paths with python -m jaxkd.models.inspect --model <name>.")
 
 
-def feature_shape(model: nn.Module, variables: dict, image_shape: tuple, path: str) -> tuple:
-  """The shape of one example's feature at `path` (no batch axis)."""
+def feature_shapes(model: nn.Module, variables: dict, image_shape: tuple,
+                   paths: Sequence[str]) -> dict[str, tuple]:
+  """The shape of one example's feature at each of `paths` (no batch axis), one trace."""
   shapes = list_features(model, variables, jnp.zeros((1, *image_shape), jnp.float32))
-  if path not in shapes:
-    close = difflib.get_close_matches(path, shapes, n=3)
-    raise JaxkdError(f"no module at feature path '{path}' in {type(model).__name__}; near "
-                     f"matches: {close}. List the paths with python -m jaxkd.models.inspect.")
-  return shapes[path][1:]
+  for path in paths:
+    if path not in shapes:
+      close = difflib.get_close_matches(path, shapes, n=3)
+      raise JaxkdError(f"no module at feature path '{path}' in {type(model).__name__}; near "
+                       f"matches: {close}. List the paths with python -m jaxkd.models.inspect.")
+  return {path: shapes[path][1:] for path in paths}

@@ -27,14 +27,14 @@ from jaxkd.data import (ArrayDataset, Preprocess, eval_batches, load_split, make
                         prefetch, preprocessing)
 from jaxkd.data.augment import mixup
 from jaxkd.distill import Objective, TermInputs, build_objective
-from jaxkd.teachers import prepare_teachers
 from jaxkd.errors import JaxkdError
-from jaxkd.features import apply_with_features, feature_shape
+from jaxkd.features import apply_with_features, feature_shapes
 from jaxkd.interrupt import stop_on_signals
 from jaxkd.metric_writer import MetricWriter, read_metrics
 from jaxkd.models import create_model
 from jaxkd.optim import make_optimizer, make_schedule
 from jaxkd.sharding import batch_sharding, check_batch_size, make_mesh, replicated, shard_batch
+from jaxkd.teachers import prepare_teachers
 
 Batch = dict[str, jax.Array]
 
@@ -195,10 +195,9 @@ def _connect_features(objective: Objective, model: nn.Module, teachers, teacher_
     return objective, {}, {}
   images = jnp.zeros((1, *image_shape), jnp.float32)
   variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images))
-  student_shapes = {p: feature_shape(model, variables, image_shape, p)
-                    for p in objective.student_paths}
-  teacher_shapes = {p: feature_shape(teachers[0], teacher_variables[0], image_shape, p)
-                    for p in objective.teacher_paths}
+  student_shapes = feature_shapes(model, variables, image_shape, objective.student_paths)
+  teacher_shapes = feature_shapes(teachers[0], teacher_variables[0], image_shape,
+                                  objective.teacher_paths)
   objective = objective.with_shapes(student_shapes, teacher_shapes, num_examples)
   return objective, *objective.init_aux(jax.random.PRNGKey(seed + 1), student_shapes,
                                         teacher_shapes)
