@@ -5,12 +5,15 @@ complete, so a crash mid-save never leaves a half checkpoint that looks whole.
 """
 
 import pathlib
+import shutil
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 from jaxkd.errors import JaxkdError
+
+TMP_SUFFIX = ".orbax-checkpoint-tmp"  # How orbax names a checkpoint still being written.
 
 
 def abstract_like(tree: Any) -> Any:
@@ -24,9 +27,17 @@ class Checkpointer:
   def __init__(self, workdir: str | pathlib.Path, every_steps: int, keep: int = 3):
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
     self.every_steps = max(every_steps, 1)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                           cleanup_tmp_directories=True)
+    self._remove_unfinished()
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def _remove_unfinished(self) -> None:
+    """Deletes checkpoints a crash left half-written (orbax's temporary folders), now,
+    before any other thread touches the directory (orbax's own cleanup runs in the
+    background)."""
+    if jax.process_index() == 0 and self.directory.exists():
+      for unfinished in self.directory.glob(f"*{TMP_SUFFIX}*"):
+        shutil.rmtree(unfinished, ignore_errors=True)
 
   def latest_step(self) -> int | None:
     return self.manager.latest_step()

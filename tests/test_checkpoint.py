@@ -109,3 +109,17 @@ def test_sigterm_saves_and_the_same_command_resumes(tmp_path):
   assert "final test accuracy" in output and "at step 1500" in output
   config = json.loads((workdir / "config.json").read_text())
   assert config["train"]["num_steps"] == 1500
+
+
+def test_half_written_checkpoints_are_removed_at_start(tmp_path):
+  config = toy_config()
+  state = train.init_train_state(create_model(config.model, 4), optax.sgd(0.1), (8, 8, 1), 0,
+                                 make_mesh())
+  ckpt = Checkpointer(tmp_path, every_steps=1)
+  ckpt.save(3, state, force=True)
+  ckpt.close()
+  unfinished = tmp_path / "checkpoints" / "7.orbax-checkpoint-tmp"  # A crash mid-save.
+  (unfinished / "default").mkdir(parents=True)
+  ckpt = Checkpointer(tmp_path, every_steps=1)
+  assert not unfinished.exists() and ckpt.latest_step() == 3
+  ckpt.close()
