@@ -37,16 +37,11 @@ def measure_latency_ms(run: Run, data: ArrayDataset, batch_size: int, repeats: i
   return 1000.0 * statistics.median(times)
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-  shifted = logits - logits.max(-1, keepdims=True)
-  return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-
-
 def compare(runs: dict[str, Run], test_data: ArrayDataset, mesh: Mesh, batch_size: int,
             latency_batch_size: int, latency_repeats: int) -> dict:
   """The numbers of report.json for each role."""
   logits = {role: predict_logits(run, test_data, batch_size, mesh) for role, run in runs.items()}
-  teacher_log_probs = _log_softmax(logits["teacher"])
+  teacher_log_probs = np.asarray(jax.nn.log_softmax(logits["teacher"]))
   teacher_labels = logits["teacher"].argmax(-1)
   report = {}
   for role, run in runs.items():
@@ -57,7 +52,7 @@ def compare(runs: dict[str, Run], test_data: ArrayDataset, mesh: Mesh, batch_siz
              "params": run.num_params, "bytes": run.num_bytes,
              "latency_ms": measure_latency_ms(run, test_data, latency_batch_size, latency_repeats)}
     if role != "teacher":
-      log_probs = _log_softmax(logits[role])
+      log_probs = np.asarray(jax.nn.log_softmax(logits[role]))
       entry["agreement_with_teacher"] = float((predictions == teacher_labels).mean())
       entry["kl_from_teacher"] = float(np.mean(np.sum(
           np.exp(teacher_log_probs) * (teacher_log_probs - log_probs), -1)))

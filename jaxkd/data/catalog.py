@@ -96,11 +96,11 @@ def _split_name(info: DatasetInfo, split: str) -> str:
   return {"train": info.splits[0], "test": info.splits[1]}.get(split, split)
 
 
-def _stream_split(name: str, split: str, config: ml_collections.ConfigDict) -> StreamDataset:
+def _stream_split(name: str, info: DatasetInfo, split: str, config: ml_collections.ConfigDict
+                  ) -> StreamDataset:
   import tensorflow_datasets as tfds
 
   data_dir = _tfds_data_dir(config)
-  info = DATASETS.get(name)
   try:
     count = tfds.builder(name, data_dir=data_dir).info.splits[split].num_examples
   except KeyError:  # No split metadata (e.g. tfds.testing.mock_data): count the records.
@@ -120,7 +120,7 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> ArrayDataset | 
                        "x_test, y_test.")
     return load_npz(config.path, split, config.get("num_classes"))
   if info.streaming:
-    return _stream_split(name, _split_name(info, split), config)
+    return _stream_split(name, info, _split_name(info, split), config)
   source = choose_source(name, config)
   if source == "offline":
     images, labels = info.offline(split)

@@ -12,11 +12,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.distill.terms import register_term
-
-
-def _normalize(x: jax.Array) -> jax.Array:
-  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + 1e-12)
+from jaxkd.distill.terms import l2_normalize, register_term
 
 
 class CRDHeads(nn.Module):
@@ -37,8 +33,8 @@ class CRDHeads(nn.Module):
   @nn.compact
   def __call__(self, student: jax.Array, teacher: jax.Array, index: jax.Array):
     batch = student.shape[0]
-    embed_student = _normalize(nn.Dense(self.feat_dim, name="embed_student")(student.reshape(batch, -1)))
-    embed_teacher = _normalize(nn.Dense(self.feat_dim, name="embed_teacher")(teacher.reshape(batch, -1)))
+    embed_student = l2_normalize(nn.Dense(self.feat_dim, name="embed_student")(student.reshape(batch, -1)))
+    embed_teacher = l2_normalize(nn.Dense(self.feat_dim, name="embed_teacher")(teacher.reshape(batch, -1)))
     bound = 1.0 / math.sqrt(self.feat_dim / 3)
     init = lambda: jax.random.uniform(self.make_rng("negatives"), (self.num_examples, self.feat_dim),
                                       minval=-bound, maxval=bound)
@@ -62,7 +58,7 @@ class CRDHeads(nn.Module):
                             z.value)
       for memory, embedding in ((memory_student, embed_student), (memory_teacher, embed_teacher)):
         mixed = memory.value[index] * self.momentum + jax.lax.stop_gradient(embedding) * (1 - self.momentum)
-        memory.value = memory.value.at[index].set(_normalize(mixed))
+        memory.value = memory.value.at[index].set(l2_normalize(mixed))
     return {"student": scores_student / jnp.abs(z_student.value),
             "teacher": scores_teacher / jnp.abs(z_teacher.value),
             "noise": self.num_negatives / self.num_examples}, None

@@ -10,7 +10,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.distill.terms import register_term
+from jaxkd.distill.terms import l2_normalize, register_term
 from jaxkd.errors import JaxkdError
 
 
@@ -45,8 +45,7 @@ def fitnet(student: jax.Array, teacher: jax.Array) -> jax.Array:
 
 def attention_map(feature: jax.Array, p: float = 2.0) -> jax.Array:
   """Zagoruyko & Komodakis: the channel mean of |F|^p, flattened and L2-normalised."""
-  spatial = jnp.mean(jnp.abs(feature) ** p, axis=-1).reshape(feature.shape[0], -1)
-  return spatial / (jnp.linalg.norm(spatial, axis=-1, keepdims=True) + 1e-12)
+  return l2_normalize(jnp.mean(jnp.abs(feature) ** p, axis=-1).reshape(feature.shape[0], -1))
 
 
 def _same_spatial(student_shape: tuple, teacher_shape: tuple, **_) -> None:

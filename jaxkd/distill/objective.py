@@ -15,7 +15,6 @@ in the train state beside the student.
 """
 
 import dataclasses
-import inspect
 from typing import Callable
 
 import flax.linen as nn
@@ -180,8 +179,7 @@ def build_objective(config: ml_collections.ConfigDict, steps_per_epoch: int,
           raise JaxkdError(f"feature term '{label}' needs distill.terms.{label}.{side}: the "
                            f"{side}'s feature path (python -m jaxkd.models.inspect lists them).")
         paths[f"{side}_path"] = spec.pop(side)
-    known = (set(inspect.signature(fn).parameters) | set(getattr(fn, "connector_options", ()))
-             ) - {"inputs", "student", "teacher"}
+    known = fn.term_options | set(fn.connector_options)
     unknown = sorted(set(spec) - known)
     if unknown or (temperature is not None and "temperature" not in known):
       raise JaxkdError(f"objective term '{label}' has no option(s) "

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxkd.distill.feature_maps import _same_spatial
-from jaxkd.distill.terms import register_term
+from jaxkd.distill.terms import l2_normalize, register_term
 
 
 def any_shapes(student_shape: tuple, teacher_shape: tuple, **_) -> None:
@@ -22,18 +22,13 @@ def _flat(feature: jax.Array) -> jax.Array:
   return feature.reshape(feature.shape[0], -1)
 
 
-def _l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
-  # eps inside the root: a zero vector (RKD's i == j) stays 0 with a finite gradient.
-  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + 1e-12)
-
-
 @register_term("sp", features=True, connector=any_shapes)
 def sp(student: jax.Array, teacher: jax.Array) -> jax.Array:
   """Tung & Mori 2019 (similarity-preserving): ||G_s - G_t||_F^2 / B^2 with
   G = row-normalise(F F^T) over the flattened features of the batch."""
   def gram(feature):
     flat = _flat(feature)
-    return _l2_normalize(flat @ flat.T)
+    return l2_normalize(flat @ flat.T)
 
   batch = student.shape[0]
   return jnp.sum((gram(student) - jax.lax.stop_gradient(gram(teacher))) ** 2) / batch**2
@@ -52,7 +47,7 @@ def _pair_distances(flat: jax.Array) -> jax.Array:
 
 def _angles(flat: jax.Array) -> jax.Array:
   """cos of the angle at j between i and k, for all (i, j, k): [B, B, B]."""
-  directions = _l2_normalize(flat[None, :, :] - flat[:, None, :])  # [j, i] = e_{i j}
+  directions = l2_normalize(flat[None, :, :] - flat[:, None, :])  # [j, i] = e_{i j}
   return jnp.einsum("jid,jkd->jik", directions, directions)
 
 
@@ -81,7 +76,7 @@ def pkt(student: jax.Array, teacher: jax.Array, eps: float = 1e-7) -> jax.Array:
   """Passalis & Tefas 2018 (probabilistic knowledge transfer): mean_{i,j} P_t log(P_t / P_s)
   with P = row-normalise((cos(f_i, f_j) + 1) / 2)."""
   def conditional(feature):
-    flat = _l2_normalize(_flat(feature))
+    flat = l2_normalize(_flat(feature))
     similarity = (flat @ flat.T + 1.0) / 2.0
     return similarity / jnp.sum(similarity, axis=1, keepdims=True)
 
@@ -96,7 +91,7 @@ def nst(student: jax.Array, teacher: jax.Array) -> jax.Array:
   mean k(s, s) + mean k(t, t) - 2 mean k(s, t)."""
   def channels(feature):  # [B, H, W, C] -> [B, C, HW], unit norm over positions
     batch, channel_count = feature.shape[0], feature.shape[-1]
-    return _l2_normalize(feature.reshape(batch, -1, channel_count).transpose(0, 2, 1))
+    return l2_normalize(feature.reshape(batch, -1, channel_count).transpose(0, 2, 1))
 
   s, t = channels(student), jax.lax.stop_gradient(channels(teacher))
   kernel = lambda a, b: jnp.mean(jnp.einsum("bip,bjp->bij", a, b) ** 2)

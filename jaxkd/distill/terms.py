@@ -80,6 +80,12 @@ def teacher_probs(inputs: TermInputs, temperature, standardized: bool = False) -
   return jnp.mean(jax.nn.softmax(scaled(teacher, temperature, standardized), axis=-1), axis=0)
 
 
+def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
+  """x / ||x|| along `axis`; eps inside the root keeps a zero vector at 0 with a finite
+  gradient (RKD's i == j direction, an all-zero feature map)."""
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + 1e-12)
+
+
 def kl_divergence(target_probs: jax.Array, log_probs: jax.Array) -> jax.Array:
   """KL(target || model) per example, with 0 * log 0 = 0."""
   return jnp.sum(jax.scipy.special.xlogy(target_probs, target_probs) - target_probs * log_probs,
