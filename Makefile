@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 WORKDIR ?= runs/mnist_pipeline
 CONFIG ?= configs/mnist/pipeline.py
 
-.PHONY: demo test install data clean
+.PHONY: demo test test-configs install data clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: data
 
 test: data
 	$(PY) -m pytest -q tests
+
+# Every CIFAR-100 and ImageNet config for 2 steps on tfds mock data (long: CI runs it).
+test-configs: install
+	$(PY) -m pytest -q tests/test_configs_smoke.py --all-configs
 
 clean:
 	rm -rf $(VENV) runs

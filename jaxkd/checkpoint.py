@@ -2,6 +2,8 @@
 
 Orbax writes each step into a temporary directory and renames it when
 complete, so a crash mid-save never leaves a half checkpoint that looks whole.
+A checkpoint damaged later (files truncated or lost on disk) is skipped when
+resuming: the previous one is used and the damaged one moved aside.
 """
 
 import pathlib
@@ -10,15 +12,39 @@ from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
 
 from jaxkd.errors import JaxkdError
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # How orbax names a checkpoint still being written.
+CORRUPT_SUFFIX = ".corrupt"  # Where a damaged checkpoint is moved (orbax ignores the name).
+
+
+class DamagedCheckpoint(JaxkdError):
+  """A checkpoint whose files cannot be read back (not one of another model)."""
 
 
 def abstract_like(tree: Any) -> Any:
   """Shapes, dtypes and shardings of `tree`: the target orbax restores into."""
   return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def _describe(error: BaseException, limit: int = 300) -> str:
+  return f"{type(error).__name__}: {' '.join(str(error).split())[:limit]}"
+
+
+def _key_name(key: Any) -> str:
+  for field in ("key", "name", "idx"):  # DictKey / FlattenedIndexKey, GetAttrKey, SequenceKey
+    if hasattr(key, field):
+      return str(getattr(key, field))
+  return str(key)
+
+
+def _flat_shapes(tree: Any) -> dict[str, tuple]:
+  """{'params.dense0.kernel': shape} for each array leaf, named as orbax names it on disk."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {".".join(_key_name(k) for k in path): tuple(getattr(leaf, "shape", ()))
+          for path, leaf in leaves}
 
 
 class Checkpointer:
@@ -29,7 +55,9 @@ class Checkpointer:
     self.every_steps = max(every_steps, 1)
     self._remove_unfinished()
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
-    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    # The handler named up front lets item_metadata read a step before any restore.
+    self.manager = ocp.CheckpointManager(self.directory, options=options,
+                                         item_handlers=ocp.StandardCheckpointHandler())
 
   def _remove_unfinished(self) -> None:
     """Deletes checkpoints a crash left half-written (orbax's temporary folders), now,
@@ -43,17 +71,74 @@ class Checkpointer:
     return self.manager.latest_step()
 
   def restore(self, like: Any, step: int | None = None) -> Any:
-    """The state at `step` (default: latest), laid out like `like`."""
-    step = self.latest_step() if step is None else step
-    if step is None:
+    """The state at `step` (default: the newest readable one), laid out like `like`.
+
+    Without `step`, a damaged newest checkpoint (unreadable or truncated files) is
+    skipped with a warning and moved aside once an older one restores. One written
+    for another model or optimizer is an error, never skipped.
+    """
+    if step is not None:
+      return self._restore_step(like, step)
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
       raise JaxkdError(f"no checkpoint in {self.directory}; train there first or point to the "
                        "workdir of a finished run.")
+    damaged = []
+    for step in steps:
+      try:
+        state = self._restore_step(like, step)
+      except DamagedCheckpoint as e:
+        logging.warning("%s; trying the previous checkpoint.", e)
+        damaged.append(step)
+        continue
+      if damaged:
+        logging.warning("restored the checkpoint at step %d in %s instead of the damaged one(s) "
+                        "at step(s) %s.", step, self.directory, damaged)
+        self._set_aside(damaged)
+      return state
+    raise JaxkdError(f"every checkpoint in {self.directory} is damaged (steps {damaged}, see the "
+                     "warnings above); delete that directory (or use a fresh workdir) to train "
+                     "from the start.")
+
+  def _restore_step(self, like: Any, step: int) -> Any:
+    """Checks the stored tree against `like` from orbax's metadata (a mismatch: JaxkdError),
+    then restores; any failure to read the files is a DamagedCheckpoint."""
+    where = f"{self.directory}/{step}"
+    try:
+      stored = _flat_shapes(self.manager.item_metadata(step).tree)
+    except Exception as e:  # Missing or unreadable _METADATA / array metadata.
+      raise DamagedCheckpoint(f"checkpoint {where} is damaged: its metadata cannot be read "
+                              f"({_describe(e)})") from e
+    wanted = _flat_shapes(like)
+    differences = [f"{k}: stored {stored.get(k, 'nothing')}, this model {wanted.get(k, 'nothing')}"
+                   for k in sorted(stored.keys() | wanted.keys()) if stored.get(k) != wanted.get(k)]
+    if differences:
+      more = f"; {len(differences) - 3} more" if len(differences) > 3 else ""
+      raise JaxkdError(f"checkpoint {where} does not fit this model and optimizer "
+                       f"({'; '.join(differences[:3])}{more}); use a fresh workdir or the config "
+                       "the checkpoint was written with.")
     try:
       return self.manager.restore(step, args=ocp.args.StandardRestore(abstract_like(like)))
-    except (ValueError, KeyError, TypeError) as e:
-      raise JaxkdError(f"checkpoint {self.directory}/{step} does not fit this model and "
-                       f"optimizer ({type(e).__name__}: {str(e)[:300]}); use a fresh workdir "
-                       "or the config the checkpoint was written with.") from e
+    except Exception as e:  # The tree fits, so the array files are missing or truncated.
+      raise DamagedCheckpoint(f"checkpoint {where} is damaged: its arrays cannot be read "
+                              f"({_describe(e)})") from e
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Renames damaged step directories to <step>.corrupt (kept for inspection), so they
+    are neither listed as the latest step again nor in the way of a new save there."""
+    if jax.process_index() == 0:
+      for step in steps:
+        target, n = self.directory / f"{step}{CORRUPT_SUFFIX}", 1
+        while target.exists():
+          target, n = self.directory / f"{step}{CORRUPT_SUFFIX}{n}", n + 1
+        (self.directory / str(step)).rename(target)
+        logging.warning("moved the damaged checkpoint %s/%d aside to %s.", self.directory, step,
+                        target)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils
+
+      multihost_utils.sync_global_devices("jaxkd_checkpoint_set_aside")
+    self.manager.reload()
 
   def save(self, step: int, state: Any, force: bool = False) -> bool:
     """Saves at multiples of every_steps, or now if `force`; never twice at one step."""

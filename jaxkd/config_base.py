@@ -7,6 +7,7 @@ from ml_collections import config_dict
 from jaxkd.errors import JaxkdError
 
 REQUIRED = ("dataset.name", "model.name", "optimizer.learning_rate", "train.batch_size")
+PRECISIONS = ("float32", "bfloat16")  # config.precision.student / .teacher
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -33,7 +34,16 @@ def base_config() -> ml_collections.ConfigDict:
       teacher_combine="average",  # average | sum (several teachers)
       teachers=(),  # workdirs of trained teachers, run online in the train step
       soft_labels=(),  # cached soft labels (one .npz per teacher); then no teacher runs
+      # Each online teacher's large arrays split over the devices (its largest dimension
+      # that divides evenly; small or indivisible arrays stay whole): a teacher too big
+      # for one device. Gathered layer by layer in the step; the student is unchanged.
+      shard_teacher=False,
   ))
+
+  # Compute precision of the forward and backward passes: float32 | bfloat16. Parameters,
+  # optimizer state and batch statistics stay float32; logits and features come back as
+  # float32 for the loss. An online teacher in bfloat16 is also kept in bfloat16.
+  config.precision = ml_collections.ConfigDict(dict(student="float32", teacher="float32"))
 
   # Model options beyond `name` are the model's constructor arguments.
   config.model = ml_collections.ConfigDict(dict(name=config_dict.placeholder(str)))
@@ -56,6 +66,26 @@ def base_config() -> ml_collections.ConfigDict:
       eval_every_steps=0,  # 0: once per epoch
       checkpoint_every_steps=0,  # 0: once per epoch
       keep_checkpoints=3,
+      # Trainable parts left unchanged, by path prefix: 'params' (the student),
+      # 'aux/<term label>' or deeper (a connector or part of one).
+      freeze=(),
+  ))
+
+  # Stages trained before the main run, in order (e.g. FitNets' hint stage, or the
+  # initialisation stage of AB, FSP or FT's paraphraser). Each is a dict with `name`
+  # and its length (`epochs` or `num_steps`), and optionally `terms` (its objective),
+  # `optimizer` and `schedule` (fields to override) and `freeze`. Every stage hands
+  # the student and the connectors (matched by term label) on to the next.
+  config.stages = ()
+
+  # Several processes (jaxkd.distributed): coordinator_address set -> those settings; else
+  # auto -> a cluster jax detects (SLURM, Open MPI, TPU pod); else one process.
+  config.distributed = ml_collections.ConfigDict(dict(
+      coordinator_address="",  # HOST:PORT of process 0, the same for every process
+      num_processes=1,
+      process_id=0,  # 0 .. num_processes - 1, one per process
+      local_device_ids="",  # e.g. '0,1': this process's devices; '': all local devices
+      auto=True,
   ))
   return config
 
@@ -81,6 +111,39 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise JaxkdError("train.batch_size and train.eval_batch_size must be positive.")
   if config.train.num_steps <= 0 and config.train.epochs <= 0:
     raise JaxkdError("set the run's length: train.epochs > 0 or train.num_steps > 0.")
+  for role, name in (config.get("precision") or {}).items():
+    if role not in ("student", "teacher") or name not in PRECISIONS:
+      raise JaxkdError(f"precision.{role}={name!r}: set precision.student and precision.teacher "
+                       f"to one of {list(PRECISIONS)}.")
+
+
+STAGE_FIELDS = ("name", "epochs", "num_steps", "terms", "optimizer", "schedule", "freeze")
+
+
+def stage_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+  """The full config of each stage in config.stages (attribute `stage_name` added)."""
+  result, names = [], set()
+  for i, stage in enumerate(config.get("stages", ()) or ()):
+    stage = dict(stage.to_dict() if isinstance(stage, ml_collections.ConfigDict) else stage)
+    unknown = sorted(set(stage) - set(STAGE_FIELDS))
+    name = stage.get("name")
+    if unknown or not name or name in names:
+      raise JaxkdError(f"config.stages[{i}] needs a unique `name` and takes only the fields "
+                       f"{STAGE_FIELDS}" + (f"; unknown: {unknown}" if unknown else "") + ".")
+    names.add(name)
+    derived = ml_collections.ConfigDict(config.to_dict())
+    derived.stages = ()
+    derived.train.epochs = float(stage.get("epochs", 0.0))
+    derived.train.num_steps = int(stage.get("num_steps", 0))
+    if "terms" in stage:
+      derived.distill.terms = ml_collections.ConfigDict(stage["terms"])
+    derived.optimizer.update(stage.get("optimizer", {}))
+    derived.schedule.update(stage.get("schedule", {}))
+    derived.train.freeze = tuple(stage.get("freeze", ()))
+    derived.stage_name = name
+    validate(derived)
+    result.append(derived)
+  return result
 
 
 def load_config_file(path, arg: str | None = None) -> ml_collections.ConfigDict:

@@ -37,12 +37,25 @@ def main(argv: list[str]) -> None:
     raise app.UsageError(f"unexpected arguments {argv[1:]}; use --config.<field>=<value>.")
   if not flags.FLAGS["verbosity"].present:
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO.
+  config = _CONFIG.value
+  # Before any device use (and any jaxkd import that might touch one): several processes.
+  from jaxkd import distributed
+  try:
+    how = distributed.initialize(config)
+  except JaxkdError as e:
+    _fail(str(e))
   # Imported after flag parsing: fast --help and clear flag errors.
+  import jax
   from jaxkd import pipeline, train
 
-  config = _CONFIG.value
+  if how:
+    train.say(f"distributed ({how}): {jax.process_count()} processes x "
+              f"{jax.local_device_count()} devices = {jax.device_count()} devices")
   try:
     if config.get("job", "train") == "pipeline":
+      if jax.process_count() > 1:
+        raise JaxkdError("the pipeline job runs in one process (soft labels and the report are "
+                         "computed on one host); run its stages as separate training jobs.")
       pipeline.run(config, _WORKDIR.value)
       return
     result = train.train_and_evaluate(config, _WORKDIR.value)
@@ -53,6 +66,8 @@ def main(argv: list[str]) -> None:
               f"({result['test_errors']} errors of {result['test_count']}) at step {result['step']}; "
               f"best {result['best_test_accuracy']:.4f} at step {result['best_test_step']}; "
               f"workdir {_WORKDIR.value}")
+  if how:
+    distributed.shutdown()  # Every process leaves together (jax would also do it at exit).
 
 
 if __name__ == "__main__":

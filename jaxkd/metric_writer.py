@@ -27,12 +27,33 @@ def _plain(value):
   return None if isinstance(value, float) and not math.isfinite(value) else value
 
 
+def flatten_hparams(tree, prefix: str = "") -> dict:
+  """{'a.b': value} for a nested dict or ConfigDict: numbers, bools and strings as they are,
+  tuples and lists as their text, None left out (TensorBoard's HParams take scalars)."""
+  if hasattr(tree, "to_dict"):
+    tree = tree.to_dict()
+  flat = {}
+  for key, value in tree.items():
+    if hasattr(value, "to_dict") or isinstance(value, dict):
+      flat.update(flatten_hparams(value, f"{prefix}{key}."))
+    elif value is None:
+      continue
+    elif isinstance(value, (bool, int, float, str)):
+      flat[f"{prefix}{key}"] = value
+    elif isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+      flat[f"{prefix}{key}"] = np.asarray(value).item()
+    else:
+      flat[f"{prefix}{key}"] = str(tuple(value) if isinstance(value, list) else value)
+  return flat
+
+
 class MetricWriter:
 
   def __init__(self, workdir: str | pathlib.Path, resume_step: int = 0, tensorboard: bool = True):
     self.enabled = jax.process_index() == 0
     self.path = pathlib.Path(workdir) / METRICS_FILE
     self._tb = None
+    self._resume_step = resume_step
     if not self.enabled:
       return
     kept = [r for r in read_metrics(workdir) if r["step"] <= resume_step]
@@ -54,9 +75,25 @@ class MetricWriter:
             self._tb.add_scalar(f"{split}/{name}", value, step)
     return record
 
-  def write_hparams(self, hparams: dict, metrics: dict) -> None:
-    if self.enabled and self._tb is not None:
-      self._tb.add_hparams(hparams, metrics, run_name=".")
+  def write_hparams(self, hparams: dict,
+                    metric_tags: tuple[str, ...] = ("test/accuracy", "test/loss", "train/loss")
+                    ) -> None:
+    """The run's hyperparameters for TensorBoard's HParams tab (and as a table in its Text tab).
+
+    `hparams` is the config, flat ({'optimizer.learning_rate': 0.1}) or nested (a dict or
+    ConfigDict, flattened here); see flatten_hparams for the values kept. Written into this
+    run's own event file, so the HParams tab pairs it with the run's scalars `metric_tags`.
+    Once per run: a writer resumed after step 0 writes nothing (the first session's stay).
+    """
+    if not self.enabled or self._tb is None or self._resume_step:
+      return
+    from tensorboardX.summary import hparams as hparams_summary
+
+    flat = flatten_hparams(hparams)
+    for summary in hparams_summary(flat, dict.fromkeys(metric_tags, 0.0)):
+      self._tb.file_writer.add_summary(summary)
+    self._tb.add_text("config", "| field | value |\n| --- | --- |\n" + "\n".join(
+        f"| {k} | {v} |" for k, v in sorted(flat.items())), 0)
 
   def close(self) -> None:
     if self._tb is not None:

@@ -84,8 +84,34 @@ def _adamw(config, schedule, mask):
                      mask=mask)
 
 
-def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule
-                   ) -> optax.GradientTransformation:
+def freeze_labels(prefixes: tuple[str, ...]):
+  """A labeller for optax.multi_transform: 'frozen' for leaves under any of the path
+  prefixes ('params', 'aux/fitnet', ...), else 'train'. A prefix matching nothing is an
+  error (a typo would silently train what was meant to be frozen)."""
+
+  def labels(trainable):
+    name = lambda path: "/".join(str(getattr(k, "key", k)) for k in path)
+    under = lambda path, prefix: path == prefix or path.startswith(prefix.rstrip("/") + "/")
+    paths = [name(path) for path, _ in jax.tree_util.tree_leaves_with_path(trainable)]
+    for prefix in prefixes:
+      if not any(under(path, prefix) for path in paths):
+        tops = sorted({"/".join(path.split("/")[:2]) for path in paths})
+        raise JaxkdError(f"train.freeze: '{prefix}' matches no trainable parameter; prefixes "
+                         f"start with one of {tops}.")
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: "frozen" if any(under(name(path), p) for p in prefixes) else "train",
+        trainable)
+
+  return labels
+
+
+def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
+                   freeze: tuple[str, ...] = ()) -> optax.GradientTransformation:
+  """The optimizer over the trainable tree; parts under a `freeze` prefix get no updates."""
+  if freeze:
+    tx = make_optimizer(config, schedule)
+    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                                 freeze_labels(tuple(freeze)))
   make = OPTIMIZERS.get(config.name)
   if config.get("learning_rate", None) is None or config.learning_rate <= 0:
     raise JaxkdError(f"optimizer.learning_rate must be > 0, got {config.get('learning_rate')}.")

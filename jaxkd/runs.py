@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
+import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
 from jaxkd.checkpoint import Checkpointer
@@ -54,7 +55,10 @@ def load_run(workdir: str | pathlib.Path, mesh: Mesh) -> Run:
     checkpointer.close()
     raise JaxkdError(f"the run in {workdir} has no checkpoint yet; train it first with "
                      f"python -m jaxkd.main --config=<its config> --workdir={workdir}")
-  saved = checkpointer.manager.restore(step)
+  # Arrays come back laid out as saved where this process can (same devices); a checkpoint
+  # from another topology (e.g. written by several processes) comes back replicated on `mesh`.
+  saved = checkpointer.manager.restore(
+      step, args=ocp.args.StandardRestore(fallback_sharding=replicated(mesh)))
   checkpointer.close()
   variables = replicate({"params": saved["params"], **saved["model_state"]}, mesh)
   model = create_model(config.model, info["num_classes"])

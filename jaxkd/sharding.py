@@ -7,6 +7,7 @@ replicated. The same code serves 1 device, N devices and N processes.
 from typing import Any, Sequence
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
@@ -31,10 +32,12 @@ def replicated(mesh: Mesh) -> NamedSharding:
 def check_batch_size(global_batch_size: int, mesh: Mesh, what: str = "train.batch_size") -> None:
   """A global batch must split evenly over the devices and the processes."""
   devices, processes = mesh.devices.size, jax.process_count()
+  spread = (f" ({processes} processes x {devices // processes} devices; {what} is the global "
+            "batch, split over all of them)" if processes > 1 else "")
   for count, unit in ((devices, "devices"), (processes, "processes")):
     if global_batch_size % count:
       multiple = -(-global_batch_size // count) * count
-      raise JaxkdError(f"{what}={global_batch_size} does not divide over {count} {unit}; "
+      raise JaxkdError(f"{what}={global_batch_size} does not divide over {count} {unit}{spread}; "
                        f"use a multiple of {count} (e.g. {multiple}).")
 
 
@@ -46,3 +49,37 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
   return jax.device_put(tree, replicated(mesh))
+
+
+SPLIT_MIN_ELEMENTS = 2 ** 14  # Smaller arrays stay whole: splitting them saves little.
+
+
+def split_largest_axis(tree: Any, mesh: Mesh, min_elements: int | None = None) -> Any:
+  """Shardings that split each array of `tree` on its largest dimension dividing evenly over
+  the 'data' axis (the first such, on a tie); arrays under `min_elements` (default
+  SPLIT_MIN_ELEMENTS) or with no such dimension are replicated. For frozen variables too
+  big for one device (a teacher)."""
+  count = mesh.shape[DATA_AXIS]
+  min_elements = SPLIT_MIN_ELEMENTS if min_elements is None else min_elements
+
+  def sharding(x):
+    dims = [d for d in range(x.ndim) if x.shape[d] % count == 0]
+    if count == 1 or x.size < min_elements or not dims:
+      return replicated(mesh)
+    spec = [None] * x.ndim
+    spec[max(dims, key=lambda d: x.shape[d])] = DATA_AXIS
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+  return jax.tree.map(sharding, tree)
+
+
+def place(tree: Any, shardings: Any, dtype: Any = None) -> Any:
+  """`tree` laid out as `shardings` (a matching pytree), its floating arrays cast to `dtype`
+  if given; one jitted copy, so it also works with arrays spanning several processes."""
+  def cast(tree):
+    if dtype is None:
+      return tree
+    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                        tree)
+
+  return jax.jit(cast, out_shardings=shardings)(tree)

@@ -1,5 +1,7 @@
 """Where a distillation run gets its teacher outputs: teacher runs (online) or a cache."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import ml_collections
 from jax.sharding import Mesh
@@ -8,15 +10,20 @@ from jaxkd.data import ArrayDataset
 from jaxkd.distill import Objective
 from jaxkd.errors import JaxkdError
 from jaxkd.runs import load_run
+from jaxkd.sharding import place, replicated, split_largest_axis
 from jaxkd.soft_labels import load_soft_labels
 
 
 def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
-                     train_data: ArrayDataset, preprocess_fields: dict, mesh: Mesh):
+                     train_data: ArrayDataset, preprocess_fields: dict, mesh: Mesh,
+                     dtype: str = "float32"):
   """Returns (teacher models, teacher variables, cached logits [N, K, C] or None).
 
   config is config.distill: `teachers` (workdirs, run online in the step) or
-  `soft_labels` (cache files, one per teacher; no teacher runs at all).
+  `soft_labels` (cache files, one per teacher; no teacher runs at all). With
+  `shard_teacher` each teacher's large arrays are split over the mesh (see
+  sharding.split_largest_axis), else replicated; `dtype` (config.precision.teacher)
+  other than float32 stores the online teachers' floating variables in it.
   """
   teachers, caches = tuple(config.teachers or ()), tuple(config.soft_labels or ())
   if not objective.needs_teacher:
@@ -46,4 +53,10 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
                        f"{teacher_fields.mean} / std {teacher_fields.std}, the student uses "
                        f"{preprocess_fields['mean']} / {preprocess_fields['std']}; use the same "
                        "dataset.mean and dataset.std.")
-  return [r.model for r in runs], [r.variables for r in runs], None
+  variables = [r.variables for r in runs]
+  if config.get("shard_teacher", False) or dtype != "float32":
+    layout = split_largest_axis if config.get("shard_teacher", False) else (
+        lambda tree, mesh: jax.tree.map(lambda _: replicated(mesh), tree))
+    variables = [place(v, layout(v, mesh), None if dtype == "float32" else jnp.dtype(dtype))
+                 for v in variables]
+  return [r.model for r in runs], variables, None

@@ -83,13 +83,25 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
                     mesh: Mesh, objective: Objective, num_classes: int,
                     schedule: optax.Schedule | None = None,
                     teachers: Sequence[nn.Module] = (), steps_per_epoch: int = 1,
-                    mixup_alpha: float = 0.0) -> Callable:
+                    mixup_alpha: float = 0.0, frozen_student: bool = False,
+                    student_dtype: Any = jnp.float32, teacher_dtype: Any = jnp.float32,
+                    teacher_shardings: Any = None) -> Callable:
   """Returns step(state, teacher_variables, batch) -> (state, metrics), jitted over `mesh`.
 
   Teachers are frozen inputs: run in inference mode on the student's augmented
   view under stop_gradient, never differentiated or donated. A batch that
-  carries `teacher_logits` (cached soft labels, [B, K, C]) runs no teacher.
+  carries `teacher_logits` (cached soft labels, [B, K, C]) runs no teacher. A
+  frozen student (train.freeze has 'params') keeps its batch statistics too.
+
+  student_dtype / teacher_dtype (config.precision) is the compute dtype: the
+  student's params (float32 in the state, so gradients and the optimizer stay
+  float32) and the images are cast to it for the forward pass, batch statistics
+  stay float32; the teacher's floating variables are cast likewise; logits and
+  features come back as float32 for the objective. teacher_shardings (a pytree
+  matching teacher_variables, e.g. sharding.split_largest_axis) lays the teachers
+  out over the mesh; None replicates them.
   """
+  student_dtype, teacher_dtype = jnp.dtype(student_dtype), jnp.dtype(teacher_dtype)
 
   def step(state: TrainState, teacher_variables: Sequence[dict], batch: Batch):
     augment_key, dropout_key, mixup_key, objective_key = jax.random.split(
@@ -102,7 +114,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
     if "teacher_logits" in batch:
       teacher_logits = jnp.swapaxes(batch["teacher_logits"].astype(jnp.float32), 0, 1)
     elif objective.needs_teacher:
-      outputs = [apply_with_features(teacher, variables, images, objective.teacher_paths)
+      outputs = [_to_float32(apply_with_features(teacher, _cast(variables, teacher_dtype),
+                                                 images.astype(teacher_dtype),
+                                                 objective.teacher_paths))
                  for teacher, variables in zip(teachers, teacher_variables)]
       teacher_logits = jax.lax.stop_gradient(jnp.stack([logits for logits, _, _ in outputs]))
       teacher_features = jax.lax.stop_gradient(
@@ -112,10 +126,10 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
       teacher_logits = None
 
     def loss_fn(trainable):
-      variables = {"params": trainable["params"], **state.model_state}
-      logits, features, new_model_state = apply_with_features(
-          model, variables, images, objective.student_paths, train=True,
-          rngs={"dropout": dropout_key}, mutable=list(state.model_state))
+      variables = {"params": _cast(trainable["params"], student_dtype), **state.model_state}
+      logits, features, new_model_state = _to_float32(apply_with_features(
+          model, variables, images.astype(student_dtype), objective.student_paths, train=True,
+          rngs={"dropout": dropout_key}, mutable=list(state.model_state)))
       inputs = TermInputs(logits, teacher_logits, batch["label"], targets, state.step,
                           steps_per_epoch, features, teacher_features, batch["index"],
                           objective_key)
@@ -129,15 +143,31 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
     trainable = optax.apply_updates(trainable, updates)
     new_state = state.replace(step=state.step + 1, params=trainable["params"],
                               aux_params=trainable["aux"], aux_state=aux_state,
-                              model_state=dict(model_state), opt_state=opt_state)
+                              model_state=state.model_state if frozen_student else dict(model_state),
+                              opt_state=opt_state)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
                "grad_norm": optax.tree.norm(grads), **term_metrics}
     if schedule is not None:
       metrics["learning_rate"] = schedule(state.step)
     return new_state, metrics
 
-  return jax.jit(step, in_shardings=(replicated(mesh), replicated(mesh), batch_sharding(mesh)),
+  teacher_shardings = replicated(mesh) if teacher_shardings is None else teacher_shardings
+  return jax.jit(step, in_shardings=(replicated(mesh), teacher_shardings, batch_sharding(mesh)),
                  out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
+
+
+def _cast(tree: Any, dtype: jnp.dtype) -> Any:
+  """The floating arrays of `tree` in `dtype` (float32: unchanged)."""
+  if dtype == jnp.float32:
+    return tree
+  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
+                      tree)
+
+
+def _to_float32(tree: Any) -> Any:
+  """Floating arrays of lower precision (bfloat16 compute) back in float32."""
+  return jax.tree.map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating)
+                      and jnp.finfo(x.dtype).bits < 32 else x, tree)
 
 
 def make_eval_step(model: nn.Module, preprocess: Preprocess, mesh: Mesh
@@ -214,8 +244,61 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   """Trains config.model on config.dataset in `workdir`, resuming from its checkpoint.
 
   `datasets` = (train, test) arrays replaces config.dataset's loader (a user's
-  own in-memory data). Returns the final test metrics and the step reached.
+  own in-memory data). With config.stages, each stage first trains in
+  workdir/stages/<name> (its own objective, optimizer, length and frozen parts),
+  handing the student and the connectors to the next; the main run comes last.
+  Returns the final test metrics and the step reached.
   """
+  config_base.validate(config)
+  carry = None
+  for stage in config_base.stage_configs(config):
+    say(f"stage '{stage.stage_name}' in {pathlib.Path(workdir) / 'stages' / stage.stage_name}")
+    result, carry = _train(stage, pathlib.Path(workdir) / "stages" / stage.stage_name, datasets,
+                           mesh, carry)
+    if result["interrupted"]:
+      return result
+  return _train(config, workdir, datasets, mesh, carry)[0]
+
+
+def _take_over(state: TrainState, carry: dict) -> TrainState:
+  """The student and every connector a previous stage trained (same label and shapes)."""
+  like = lambda a, b: jax.tree.structure(a) == jax.tree.structure(b) and all(
+      x.shape == y.shape for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  if not like(state.params, carry["params"]):
+    raise JaxkdError("a stage's student does not match the next stage's model; every stage "
+                     "must train the same config.model.")
+  aux = {label: carry["aux_params"][label] if like(value, carry["aux_params"].get(label)) else value
+         for label, value in state.aux_params.items()}
+  return state.replace(params=carry["params"], model_state=carry["model_state"], aux_params=aux)
+
+
+def _check_finite(pending: list[dict], first_step: int, checkpointer: Checkpointer) -> None:
+  """Stops the run (JaxkdError) at the first step whose loss or gradient norm is not finite.
+
+  pending: the metrics of steps first_step, first_step + 1, ... The state after such a step
+  holds its update, so it is checked before every save: no saved state has a bad update.
+  """
+  values = jax.device_get([(m["loss"], m["grad_norm"]) for m in pending])
+  for offset, (loss, grad_norm) in enumerate(values):
+    for what, value in (("loss", loss), ("gradient norm", grad_norm)):
+      if np.isfinite(value):
+        continue
+      checkpointer.manager.wait_until_finished()  # Saves under way (all of good states).
+      kept = checkpointer.latest_step()
+      checkpointer.close()
+      where = (f"the last good checkpoint (step {kept}) is kept in {checkpointer.directory}"
+               if kept is not None else "no checkpoint had been saved yet")
+      raise JaxkdError(
+          f"the training {what} became {float(value)} at step {first_step + offset}; training "
+          f"stopped without saving that state: {where}. Lower optimizer.learning_rate or set "
+          "optimizer.grad_clip_norm (e.g. 1.0), or check the data for bad values; then run again "
+          "with the same workdir to resume from that checkpoint.")
+
+
+def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+           datasets: tuple[ArrayDataset, ArrayDataset] | None, mesh: Mesh | None,
+           carry: dict | None) -> tuple[dict, dict]:
+  """One run (or stage) of training; returns (result, what the next stage starts from)."""
   config_base.validate(config)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -235,8 +318,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   preprocess_fields = preprocessing(config.dataset, train_data.image_shape[-1])
   preprocess = Preprocess(**preprocess_fields)
   objective = build_objective(config.distill, steps_per_epoch, total_steps)
+  precision = config.get("precision") or {}
   teachers, teacher_variables, cached_logits = prepare_teachers(
-      config.distill, objective, train_data, preprocess_fields, mesh)
+      config.distill, objective, train_data, preprocess_fields, mesh,
+      precision.get("teacher", "float32"))
   if cached_logits is not None:
     batches.add_extra("teacher_logits", cached_logits)
   model = create_model(config.model, train_data.num_classes)
@@ -245,9 +330,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
       len(train_data))
   schedule = make_schedule(config.schedule, config.optimizer.learning_rate, steps_per_epoch,
                            total_steps)
-  tx = make_optimizer(config.optimizer, schedule)
+  tx = make_optimizer(config.optimizer, schedule, freeze=config.train.freeze)
   state = init_train_state(model, tx, train_data.image_shape, config.seed, mesh, aux_params,
                            aux_state)
+  if carry is not None:
+    state = _take_over(state, carry)
 
   checkpointer = Checkpointer(workdir, config.train.checkpoint_every_steps or steps_per_epoch,
                               config.train.keep_checkpoints)
@@ -258,7 +345,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   _write_run_files(workdir, config, mesh, train_data)
   writer = MetricWriter(workdir, resume_step=start_step)
   train_step = make_train_step(model, tx, preprocess, mesh, objective, train_data.num_classes,
-                               schedule, teachers, steps_per_epoch, config.dataset.mixup_alpha)
+                               schedule, teachers, steps_per_epoch, config.dataset.mixup_alpha,
+                               frozen_student="params" in config.train.freeze,
+                               student_dtype=precision.get("student", "float32"),
+                               teacher_dtype=precision.get("teacher", "float32"),
+                               teacher_shardings=jax.tree.map(lambda x: x.sharding,
+                                                              teacher_variables))
   eval_step = make_eval_step(model, preprocess, mesh)
   eval_every = config.train.eval_every_steps or steps_per_epoch
   log_every = config.train.log_every_steps
@@ -278,7 +370,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   # The thread only gathers host arrays: device transfers stay on the main thread, since
   # transfers racing collectives from another thread can deadlock the CPU backend.
   host_batches = prefetch(batches.iterate(start_step, total_steps))
-  with stop_on_signals() as stop:
+  with stop_on_signals(jax.process_count()) as stop:
     for step, batch in zip(range(start_step + 1, total_steps + 1), host_batches):
       state, metrics = train_step(state, teacher_variables, shard_batch(batch, mesh))
       if pending:
@@ -287,14 +379,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         jax.block_until_ready(pending[-1])
       pending.append(metrics)
       progress.update(1)
+      if step % log_every == 0 or step % checkpointer.every_steps == 0 or step == total_steps:
+        _check_finite(pending, last_step + 1, checkpointer)  # Before any save of this state.
       if step % log_every == 0 or step == total_steps:
         means = {k: float(np.mean(v)) for k, v in jax.tree.map(
             lambda *xs: np.stack(xs), *jax.device_get(pending)).items()}
-        if not np.isfinite(means["loss"]):
-          checkpointer.close()
-          raise JaxkdError(f"the training loss became {means['loss']} by step {step}; the last "
-                           f"good checkpoint is kept in {checkpointer.directory}. Lower the "
-                           "learning rate or add grad_clip_norm, then run again.")
         now = time.perf_counter()
         means["examples_per_sec"] = (step - last_step) * config.train.batch_size / (now - last_time)
         means["epoch"] = step / steps_per_epoch
@@ -306,30 +395,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
         result = evaluate(eval_step, state.variables(), test_data, config.train.eval_batch_size, mesh)
         last_eval = (step, result)
         writer.write(step, "test", result)
-        progress.write(f"step {step} epoch {step / steps_per_epoch:.2f}: test accuracy "
-                       f"{result['accuracy']:.4f} ({result['errors']} errors / {result['count']})")
+        if jax.process_index() == 0:  # tqdm.write prints even where the bar is disabled.
+          progress.write(f"step {step} epoch {step / steps_per_epoch:.2f}: test accuracy "
+                         f"{result['accuracy']:.4f} ({result['errors']} errors / {result['count']})")
         last_time = time.perf_counter()  # Evaluation time is not training throughput.
       checkpointer.save(step, state)
-      if stop.requested:
-        stopped_by = stop.signal_name
+      if stop.stop_now():  # With several processes: agreed, all stop after the same step.
+        stopped_by = stop.reason
         break
   progress.close()
 
+  _check_finite(pending, last_step + 1, checkpointer)  # Stopped between checks: before saving.
   final_step = int(state.step)
   checkpointer.save(final_step, state, force=True)
   checkpointer.close()
+  carry = {"params": state.params, "aux_params": state.aux_params, "model_state": state.model_state}
   if stopped_by:
     writer.close()
     say(f"stopped by {stopped_by} at step {final_step}; checkpoint saved. "
         "Run the same command again to resume.")
-    return {"step": final_step, "interrupted": True, "num_params": num_params}
+    return {"step": final_step, "interrupted": True, "num_params": num_params}, carry
   result = last_eval[1]
   if last_eval[0] != final_step:  # Nothing trained (resumed at the end): evaluate once.
     result = evaluate(eval_step, state.variables(), test_data, config.train.eval_batch_size, mesh)
     say(f"already trained to step {final_step}; test accuracy {result['accuracy']:.4f}")
   writer.close()
-  tests = [r for r in read_metrics(workdir) if r["split"] == "test"] or [{"step": final_step, **result}]
+  # Only process 0 wrote metrics.jsonl (other hosts may not share the disk, or read it mid-write).
+  tests = ([r for r in read_metrics(workdir) if r["split"] == "test"] if jax.process_index() == 0
+           else []) or [{"step": final_step, **result}]
   best = max(tests, key=lambda r: r["accuracy"])
   return {"step": final_step, "interrupted": False, "num_params": num_params,
           **{f"test_{k}": v for k, v in result.items()},
-          "best_test_accuracy": best["accuracy"], "best_test_step": best["step"]}
+          "best_test_accuracy": best["accuracy"], "best_test_step": best["step"]}, carry

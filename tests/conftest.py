@@ -6,6 +6,12 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
+import jax  # noqa: E402
+
+# Tests check behaviour, not speed: XLA's optimisation passes cost more compile time
+# than the tiny programs they speed up (about half of the suite's time).
+jax.config.update("jax_disable_most_optimizations", True)
+
 import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
@@ -65,3 +71,20 @@ def user_net_configs(tmp_path, teacher_steps: int, **student_train):
   train.train_and_evaluate(configs[0], tmp_path / "teacher")
   configs[1].distill.teachers = (str(tmp_path / "teacher"),)
   return configs[1]
+
+
+def pytest_addoption(parser):
+  parser.addoption("--all-configs", action="store_true",
+                   help="also run every config's smoke variant (make test-configs)")
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "all_configs: a config smoke run left to make test-configs")
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption("--all-configs"):
+    return
+  kept = [item for item in items if "all_configs" not in item.keywords]
+  config.hook.pytest_deselected(items=[item for item in items if "all_configs" in item.keywords])
+  items[:] = kept

@@ -1,10 +1,4 @@
-import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
-import time
 
 import jax
 import numpy as np
@@ -84,31 +78,8 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, toy_dataset
   assert len(steps) == len(set(steps))  # Records after step 4 were replaced, not duplicated.
 
 
-def test_sigterm_saves_and_the_same_command_resumes(tmp_path):
-  """The CLI on real MNIST: SIGTERM mid-run, then the same command finishes the run."""
-  workdir = tmp_path / "run"
-  command = [sys.executable, "-m", "jaxkd.main", "--config=configs/mnist/teacher.py",
-             f"--workdir={workdir}", "--config.model.widths=(16,)", "--config.train.num_steps=1500",
-             "--config.train.log_every_steps=5", "--config.train.eval_every_steps=1500",
-             "--config.train.checkpoint_every_steps=1000000"]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One device: faster.
-  process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             env=env)
-  deadline = time.time() + 120
-  while not read_metrics(workdir) and time.time() < deadline:
-    time.sleep(0.05)
-  process.send_signal(signal.SIGTERM)
-  output, _ = process.communicate(timeout=120)
-  assert process.returncode == 0, output[-2000:]
-  assert "stopped by SIGTERM at step" in output, output[-2000:]
-  stopped_at = Checkpointer(workdir, every_steps=1).latest_step()
-  assert 0 < stopped_at < 1500  # Saved where it stopped, not at a periodic step.
-
-  output = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env).stdout
-  assert f"resuming from the checkpoint at step {stopped_at}" in output
-  assert "final test accuracy" in output and "at step 1500" in output
-  config = json.loads((workdir / "config.json").read_text())
-  assert config["train"]["num_steps"] == 1500
+# SIGTERM, SIGKILL and damaged checkpoints, with whole CLI runs compared bitwise with an
+# uninterrupted one: tests/test_preemption.py.
 
 
 def test_half_written_checkpoints_are_removed_at_start(tmp_path):

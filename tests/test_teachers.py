@@ -159,3 +159,26 @@ def test_pipeline_writes_the_report(toy_teacher, tmp_path):
   assert (tmp_path / "soft_labels.npz").exists() and (tmp_path / "accuracy.png").exists()
   assert "Distillation" in (tmp_path / "report.md").read_text()
   assert json.loads((tmp_path / "distilled" / "config.json").read_text())["distill"]["soft_labels"]
+
+
+def test_sharded_bfloat16_teacher_from_the_config(toy_teacher, tmp_path, monkeypatch):
+  """distill.shard_teacher and precision.teacher reach the run: the teacher's large arrays
+  are split over the 8 devices and kept in bfloat16, and the student trains on it."""
+  from jaxkd import sharding
+  from jaxkd.teachers import prepare_teachers
+
+  monkeypatch.setattr(sharding, "SPLIT_MIN_ELEMENTS", 1024)  # The toy teacher is small.
+  teacher_dir, npz_path = toy_teacher
+  config = _distill_config(npz_path, teachers=(str(teacher_dir),), shard_teacher=True)
+  config.precision.teacher = "bfloat16"
+  config.train.num_steps = 4
+  data = load_split(config.dataset, "train")
+  _, (variables,), _ = prepare_teachers(config.distill, build_objective(config.distill, 16, 4),
+                                        data, preprocessing(config.dataset, 1), make_mesh(),
+                                        config.precision.teacher)
+  kernel = variables["params"]["dense0"]["kernel"]  # [64, 64]: 8 rows on each device.
+  assert kernel.dtype == np.dtype("bfloat16") and kernel.addressable_shards[0].data.shape == (8, 64)
+  assert variables["params"]["head"]["kernel"].sharding.is_fully_replicated  # [64, 4]: whole.
+  result = train.train_and_evaluate(config, tmp_path)
+  kd = [r["loss/kd"] for r in read_metrics(tmp_path) if r["split"] == "train"]
+  assert result["step"] == 4 and all(np.isfinite(kd)) and kd[-1] > 0

@@ -11,7 +11,8 @@ With several teachers, teacher_combine='average' feeds each term the teachers'
 averaged probabilities; 'sum' evaluates each teacher term once per teacher and sums.
 Feature terms (options `student` and `teacher`: feature paths) are always one per
 teacher, summed; their learnable connectors are initialised by `init_aux` and live
-in the train state beside the student.
+in the train state beside the student. A term that reads several layers (FSP,
+ReviewKD) names a tuple of paths per side and receives a tuple of features.
 """
 
 import dataclasses
@@ -46,6 +47,25 @@ def value_schedule(name: str, spec: dict, steps_per_epoch: int, total_steps: int
   return lambda step: value
 
 
+Paths = str | tuple[str, ...]
+
+
+def _flat_paths(paths: Paths) -> tuple[str, ...]:
+  return (paths,) if isinstance(paths, str) else tuple(paths)
+
+
+def _pick(mapping: dict, paths: Paths):
+  """mapping[path], or a tuple of them for a tuple of paths."""
+  return mapping[paths] if isinstance(paths, str) else tuple(mapping[p] for p in paths)
+
+
+def _zeros(shapes):
+  """Two zero examples of a feature shape, or of each shape in a tuple of shapes."""
+  if shapes and isinstance(shapes[0], tuple):
+    return tuple(jnp.zeros((2, *shape), jnp.float32) for shape in shapes)
+  return jnp.zeros((2, *shapes), jnp.float32)
+
+
 @dataclasses.dataclass(frozen=True)
 class Term:
   label: str
@@ -53,8 +73,8 @@ class Term:
   weight: Callable
   temperature: Callable | None
   options: dict
-  student_path: str | None = None  # Feature terms: where their features come from.
-  teacher_path: str | None = None
+  student_path: Paths | None = None  # Feature terms: where their features come from.
+  teacher_path: Paths | None = None
   connector: nn.Module | None = None  # Set by Objective.with_shapes.
 
 
@@ -69,11 +89,13 @@ class Objective:
 
   @property
   def student_paths(self) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(t.student_path for t in self.terms if t.fn.features))
+    return tuple(dict.fromkeys(p for t in self.terms if t.fn.features
+                               for p in _flat_paths(t.student_path)))
 
   @property
   def teacher_paths(self) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(t.teacher_path for t in self.terms if t.fn.features))
+    return tuple(dict.fromkeys(p for t in self.terms if t.fn.features
+                               for p in _flat_paths(t.teacher_path)))
 
   def with_shapes(self, student_shapes: dict, teacher_shapes: dict,
                   num_examples: int = 0) -> "Objective":
@@ -83,8 +105,8 @@ class Objective:
       if term.fn.features:
         # Each feature term's `connector` builds its learnable part, or returns None, and
         # raises for shapes the method cannot bridge.
-        connector = term.fn.connector(student_shapes[term.student_path],
-                                      teacher_shapes[term.teacher_path],
+        connector = term.fn.connector(_pick(student_shapes, term.student_path),
+                                      _pick(teacher_shapes, term.teacher_path),
                                       options=term.options, num_examples=num_examples)
         term = dataclasses.replace(term, connector=connector)
       terms.append(term)
@@ -98,8 +120,8 @@ class Objective:
     for term in self.terms:
       if term.connector is not None:
         key, init_key, sample_key = jax.random.split(key, 3)
-        student = jnp.zeros((2, *student_shapes[term.student_path]), jnp.float32)
-        teacher = jnp.zeros((2, *teacher_shapes[term.teacher_path]), jnp.float32)
+        student = _zeros(_pick(student_shapes, term.student_path))
+        teacher = _zeros(_pick(teacher_shapes, term.teacher_path))
         variables = dict(term.connector.init({"params": init_key, "negatives": sample_key},
                                              student, teacher, jnp.zeros(2, jnp.int32)))
         params[term.label] = variables.pop("params", {})
@@ -109,11 +131,11 @@ class Objective:
 
   def _feature_value(self, term: Term, inputs: TermInputs, aux_params: dict, aux_state: dict,
                      options: dict):
-    student = inputs.student_features[term.student_path]
-    teachers = inputs.teacher_features[term.teacher_path]
+    student = _pick(inputs.student_features, term.student_path)
+    teachers = _pick(inputs.teacher_features, term.teacher_path)
     total, new_state = 0.0, aux_state.get(term.label)
-    for k in range(teachers.shape[0]):
-      teacher = jax.lax.stop_gradient(teachers[k])
+    for k in range(jax.tree.leaves(teachers)[0].shape[0]):
+      teacher = jax.tree.map(lambda t: jax.lax.stop_gradient(t[k]), teachers)
       student_k = student
       if term.connector is not None:
         variables = {"params": aux_params[term.label], **(new_state or {})}
@@ -178,7 +200,8 @@ def build_objective(config: ml_collections.ConfigDict, steps_per_epoch: int,
         if not spec.get(side):
           raise JaxkdError(f"feature term '{label}' needs distill.terms.{label}.{side}: the "
                            f"{side}'s feature path (python -m jaxkd.models.inspect lists them).")
-        paths[f"{side}_path"] = spec.pop(side)
+        value = spec.pop(side)
+        paths[f"{side}_path"] = value if isinstance(value, str) else tuple(value)
     known = fn.term_options | set(fn.connector_options)
     unknown = sorted(set(spec) - known)
     if unknown or (temperature is not None and "temperature" not in known):

@@ -90,3 +90,23 @@ def kl_divergence(target_probs: jax.Array, log_probs: jax.Array) -> jax.Array:
   """KL(target || model) per example, with 0 * log 0 = 0."""
   return jnp.sum(jax.scipy.special.xlogy(target_probs, target_probs) - target_probs * log_probs,
                  axis=-1)
+
+
+def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
+  """PyTorch's adaptive_avg_pool2d to size x size for [B, H, W, C] features."""
+  height, width = x.shape[1:3]
+  if (height, width) == (size, size):
+    return x
+  if height % size == 0 and width % size == 0:
+    return jnp.mean(x.reshape(x.shape[0], size, height // size, size, width // size, x.shape[-1]),
+                    axis=(2, 4))
+  bounds = lambda n: [((i * n) // size, -((-(i + 1) * n) // size)) for i in range(size)]
+  return jnp.stack([jnp.stack([jnp.mean(x[:, top:bottom, left:right], axis=(1, 2))
+                               for left, right in bounds(width)], axis=1)
+                    for top, bottom in bounds(height)], axis=1)
+
+
+def same_spatial_size(student: jax.Array, teacher: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Pools the larger of two [B, H, W, C] maps down to the smaller one's size (square maps)."""
+  size = min(student.shape[1], teacher.shape[1])
+  return adaptive_avg_pool(student, size), adaptive_avg_pool(teacher, size)

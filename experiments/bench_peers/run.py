@@ -1,0 +1,290 @@
+"""jaxkd's train step against torchdistill's on the same machine, in the same process.
+
+  python experiments/bench_peers/run.py [--pair=mlp|resnet32x4-resnet8x4|all]
+      [--batch_size=N] [--steps=N] [--warmup=N] [--rounds=N] [--json=PATH]
+  (or python -m jaxkd.bench --peers with the same options; needs pip install -e '.[bench]')
+
+Both sides train the same student on the same synthetic batch with the same loss
+(ce 0.1 + kd 0.9 at T=4: torchdistill's KDLoss with alpha=0.1, reduction
+'batchmean', in its WeightedSumLoss) and SGD with momentum 0.9 (lr 0.05); the
+teacher runs inside the step, frozen, in inference mode. jaxkd's step is
+jaxkd.train.make_train_step (as jaxkd.bench times it). torchdistill's is one
+iteration of its training loop: DistillationBox.forward_process (teacher under
+no_grad, student, criterion via forward hooks' I/O dicts) and post_forward_process
+(backward, optimizer step), in eager PyTorch; student-only training is its
+TrainingBox with CrossEntropyLoss. Each step is timed on its own (torch on CPU is
+synchronous; jaxkd's is waited on with jax.block_until_ready), the two frameworks'
+steps interleaved in rounds, and the median is reported.
+
+Threads: torch.set_num_threads(T) with T the CPUs this process may use, which is
+also the size of XLA's CPU thread pool (it uses every schedulable core).
+
+What differs, against jaxkd: its step also converts the uint8 batch to float and
+normalises it (and for CIFAR randomly crops and flips it) on the device, while
+torchdistill is handed the ready float tensor (its DataLoader does that work,
+outside the step).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import sys
+
+import numpy as np
+
+try:
+  import torch
+  import torch.nn as nn
+  import torchdistill
+  from torchdistill.core.distillation import get_distillation_box
+  from torchdistill.core.training import get_training_box
+except ImportError as error:  # pragma: no cover - the message is the point.
+  raise SystemExit(f"torch and torchdistill are needed: pip install -e '.[bench]' ({error})")
+
+import jax
+import ml_collections
+
+from jaxkd import bench
+from jaxkd.data import preprocessing
+
+LEARNING_RATE = bench.LEARNING_RATE
+TEMPERATURE = 4.0
+CE_WEIGHT = 0.1  # KDLoss alpha; beta = 1 - alpha = 0.9 on T^2 * KL
+
+
+# ----- The pairs' models in PyTorch (same layers, shapes and parameter counts as jaxkd's).
+
+class MLP(nn.Module):
+  """jaxkd.models.mlp.MLP: flatten, Linear-ReLU per width, linear head."""
+
+  def __init__(self, in_features: int, widths, num_classes: int):
+    super().__init__()
+    layers, previous = [nn.Flatten()], in_features
+    for width in widths:
+      layers += [nn.Linear(previous, width), nn.ReLU()]
+      previous = width
+    self.body = nn.Sequential(*layers)
+    self.fc = nn.Linear(previous, num_classes)
+
+  def forward(self, x):
+    return self.fc(self.body(x))
+
+
+class BasicBlock(nn.Module):
+  """The CRD benchmark's block: conv3x3-BN-ReLU-conv3x3-BN, plus the input (or a strided
+  1x1 conv-BN of it when the shape changes), then ReLU."""
+
+  def __init__(self, in_channels: int, channels: int, stride: int):
+    super().__init__()
+    self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(channels)
+    self.conv2 = nn.Conv2d(channels, channels, 3, 1, 1, bias=False)
+    self.bn2 = nn.BatchNorm2d(channels)
+    self.downsample = None
+    if stride != 1 or in_channels != channels:
+      self.downsample = nn.Sequential(nn.Conv2d(in_channels, channels, 1, stride, bias=False),
+                                      nn.BatchNorm2d(channels))
+
+  def forward(self, x):
+    y = torch.relu(self.bn1(self.conv1(x)))
+    y = self.bn2(self.conv2(y))
+    return torch.relu(y + (x if self.downsample is None else self.downsample(x)))
+
+
+class CifarResNet(nn.Module):
+  """The CRD benchmark's CIFAR ResNet (depth 6n+2; resnet8x4 / resnet32x4 have widths
+  32, 64, 128, 256): conv3x3-BN-ReLU, three stages of n blocks, 8x8 average pool, fc."""
+
+  def __init__(self, depth: int, widths, num_classes: int):
+    super().__init__()
+    blocks = (depth - 2) // 6
+    self.conv1 = nn.Conv2d(3, widths[0], 3, 1, 1, bias=False)
+    self.bn1 = nn.BatchNorm2d(widths[0])
+    stages, previous = [], widths[0]
+    for stage, channels in enumerate(widths[1:]):
+      layer = []
+      for block in range(blocks):
+        layer.append(BasicBlock(previous, channels, 2 if stage > 0 and block == 0 else 1))
+        previous = channels
+      stages.append(nn.Sequential(*layer))
+    self.layer1, self.layer2, self.layer3 = stages
+    self.fc = nn.Linear(previous, num_classes)
+
+  def forward(self, x):
+    x = torch.relu(self.bn1(self.conv1(x)))
+    x = self.layer3(self.layer2(self.layer1(x)))
+    return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def torch_model(config: dict, pair: bench.Pair) -> nn.Module:
+  name = config["name"]
+  if name == "mlp":
+    return MLP(int(np.prod(pair.image_shape)), config["widths"], pair.num_classes)
+  sizes = {"resnet8x4": 8, "resnet32x4": 32}
+  if name in sizes:
+    return CifarResNet(sizes[name], (32, 64, 128, 256), pair.num_classes)
+  raise ValueError(f"no PyTorch version of '{name}' here")
+
+
+def param_count(module: nn.Module) -> int:
+  return sum(p.numel() for p in module.parameters())
+
+
+def jax_param_count(model, image_shape) -> int:
+  import jax.numpy as jnp
+  variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
+                                                jnp.zeros((1, *image_shape), jnp.float32)))
+  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
+
+
+# ----- torchdistill's boxes.
+
+def _logits(is_from_teacher: bool = False) -> dict:
+  return {"is_from_teacher": is_from_teacher, "module_path": ".", "io": "output"}
+
+
+def torch_runner(mode: str, pair: bench.Pair, host_batch: dict, seed: int = 0):
+  """One torchdistill training iteration (forward_process + post_forward_process)."""
+  torch.manual_seed(seed)
+  student = torch_model(pair.student, pair)
+  mean, std = _normalisation(pair)
+  images = torch.from_numpy(host_batch["image"]).float().div(255.0)
+  images = ((images - mean) / std).permute(0, 3, 1, 2).contiguous()  # NCHW
+  targets = torch.from_numpy(host_batch["label"]).long()
+  optimizer = {"key": "SGD", "kwargs": {"lr": LEARNING_RATE, "momentum": 0.9}}
+  device = torch.device("cpu")
+  if mode == "student":
+    config = {"num_epochs": 1, "model": {}, "optimizer": optimizer, "criterion": {
+        "key": "WeightedSumLoss", "kwargs": {"sub_terms": {"ce": {
+            "criterion": {"key": "CrossEntropyLoss", "kwargs": {"reduction": "mean"}},
+            "criterion_wrapper": {"key": "SimpleLossWrapper", "kwargs": {
+                "input": _logits(), "target": {"uses_label": True}}},
+            "weight": 1.0}}}}}
+    box = get_training_box(student, {}, config, device, None, False, 1)
+  elif mode == "online":
+    teacher = torch_model(pair.teacher, pair).eval()  # Inference mode, as jaxkd's teacher.
+    config = {"num_epochs": 1, "teacher": {"requires_grad": False}, "student": {},
+              "optimizer": optimizer, "criterion": {
+                  "key": "WeightedSumLoss", "kwargs": {"sub_terms": {"kd": {
+                      "criterion": {"key": "KDLoss", "kwargs": {
+                          "student_module_path": ".", "student_module_io": "output",
+                          "teacher_module_path": ".", "teacher_module_io": "output",
+                          "temperature": TEMPERATURE, "alpha": CE_WEIGHT,
+                          "reduction": "batchmean"}},
+                      "weight": 1.0}}}}}
+    box = get_distillation_box(teacher, student, {}, config, device, None, False, 1)
+  else:
+    raise ValueError(f"no torchdistill runner for mode '{mode}'")
+  box.pre_epoch_process(epoch=0)
+
+  def run():
+    loss = box.forward_process(images, targets)
+    box.post_forward_process(loss=loss)
+    return None
+
+  return run, box
+
+
+def _normalisation(pair: bench.Pair):
+  """The dataset's mean and std, as jaxkd's preprocessing uses them."""
+  fields = preprocessing(ml_collections.ConfigDict({"name": pair.dataset}), pair.image_shape[-1])
+  return torch.tensor(fields["mean"]), torch.tensor(fields["std"])
+
+
+# ----- The comparison.
+
+MODES = ("student", "online")
+
+
+def compare_pair(pair: bench.Pair, batch_size: int | None, steps: int | None, warmup: int | None,
+                 rounds: int | None, log=None) -> list[dict]:
+  batch_size, steps = batch_size or pair.batch_size, steps or pair.steps
+  warmup = pair.warmup if warmup is None else warmup
+  rounds = rounds or pair.rounds
+  setup = bench.setup_pair(pair, batch_size)
+  runs, flops, compile_s = {}, {}, {}
+  for mode in MODES:
+    runner = bench.prepare(setup, mode)
+    runs[f"jaxkd/{mode}"], flops[mode], compile_s[mode] = runner.run, runner.flops, runner.compile_s
+    runs[f"torchdistill/{mode}"] = torch_runner(mode, pair, setup.host_batch)[0]
+  counts = {"student_params_jaxkd": jax_param_count(setup.student, pair.image_shape),
+            "student_params_torch": param_count(torch_model(pair.student, pair)),
+            "teacher_params_jaxkd": jax_param_count(setup.teacher, pair.image_shape),
+            "teacher_params_torch": param_count(torch_model(pair.teacher, pair))}
+  if log:
+    log(f"  {pair.name}: parameters {counts}")
+  times = bench.time_rounds(runs, steps, warmup, rounds)
+  env = {**bench.environment(setup.mesh), "torch_version": torch.__version__,
+         "torchdistill_version": torchdistill.__version__, "torch_threads": torch.get_num_threads(),
+         "torch_interop_threads": torch.get_num_interop_threads()}
+  rows = []
+  for mode in MODES:
+    jax_times, torch_times = times[f"jaxkd/{mode}"], times[f"torchdistill/{mode}"]
+    jax_ms, torch_ms = statistics.median(jax_times) * 1e3, statistics.median(torch_times) * 1e3
+    rows.append({"pair": pair.name, "mode": mode, "batch_size": batch_size,
+                 "steps": len(jax_times), "jaxkd_ms_per_step": jax_ms,
+                 "torchdistill_ms_per_step": torch_ms,
+                 "jaxkd_examples_per_sec": batch_size / jax_ms * 1e3,
+                 "torchdistill_examples_per_sec": batch_size / torch_ms * 1e3,
+                 "speed_ratio": torch_ms / jax_ms, "jaxkd_gflop_per_step": flops[mode] / 1e9,
+                 "jaxkd_compile_s": compile_s[mode],
+                 "jaxkd_ms_min": min(jax_times) * 1e3, "torchdistill_ms_min": min(torch_times) * 1e3,
+                 **counts, **env})
+    if log:
+      log(f"  {pair.name} {mode}: jaxkd {jax_ms:.2f} ms, torchdistill {torch_ms:.2f} ms, "
+          f"ratio {torch_ms / jax_ms:.2f}x")
+  return rows
+
+
+def markdown_table(rows) -> str:
+  lines = ["| pair | mode | batch | jaxkd ms/step | torchdistill ms/step | jaxkd examples/s | "
+           "torchdistill examples/s | jaxkd speed / torchdistill |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+  for r in rows:
+    lines.append(f"| {r['pair']} | {r['mode']} | {r['batch_size']} | {r['jaxkd_ms_per_step']:.2f} | "
+                 f"{r['torchdistill_ms_per_step']:.2f} | {r['jaxkd_examples_per_sec']:.0f} | "
+                 f"{r['torchdistill_examples_per_sec']:.0f} | {r['speed_ratio']:.2f}x |")
+  return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  parser.add_argument("--pair", default="all", choices=[*bench.PAIRS, "all"])
+  parser.add_argument("--batch_size", type=int, default=None)
+  parser.add_argument("--steps", type=int, default=None)
+  parser.add_argument("--warmup", type=int, default=None)
+  parser.add_argument("--rounds", type=int, default=None)
+  parser.add_argument("--json", default=None)
+  args, _ = parser.parse_known_args(argv)  # jaxkd.bench's other options are ignored here.
+  threads = bench.cpu_threads()
+  torch.set_num_threads(threads)
+  say = lambda message: print(message, file=sys.stderr, flush=True)
+  say(f"torch {torch.__version__} with {torch.get_num_threads()} threads, torchdistill "
+      f"{torchdistill.__version__}; jax {jax.__version__} on {jax.devices()[0].device_kind} "
+      f"with XLA's CPU pool over {threads} CPUs")
+  pairs = list(bench.PAIRS.values()) if args.pair == "all" else [bench.PAIRS[args.pair]]
+  rows = []
+  for pair in pairs:
+    rows += compare_pair(pair, args.batch_size, args.steps, args.warmup, args.rounds, log=say)
+  print(markdown_table(rows))
+  print()
+  print(f"threads: torch.set_num_threads({threads}); XLA CPU pool over {threads} CPUs "
+        f"(os.cpu_count()={os.cpu_count()}); torch {torch.__version__}, torchdistill "
+        f"{torchdistill.__version__}, jax {jax.__version__}")
+  for row in rows:
+    if row["mode"] == "online":
+      verdict = "met" if row["speed_ratio"] >= 1.5 else "NOT met"
+      print(f"target: {row['pair']} online distillation at {row['speed_ratio']:.2f}x "
+            f"torchdistill's speed (target >= 1.5x): {verdict}")
+  print()
+  lines = [json.dumps(row, sort_keys=True) for row in rows]
+  print("\n".join(lines))
+  if args.json:
+    pathlib.Path(args.json).write_text("\n".join(lines) + "\n")
+  return rows
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,547 @@
+"""Sweeps: one training config over a grid of overrides and seeds, then a table and a plot.
+
+  python -m jaxkd.sweep --config=configs/mnist/student_kd.py --workdir=runs/sweep_t \
+      --sweep 'distill.terms.kd.temperature=1,2,4,8' [--sweep 'optimizer.learning_rate=0.05,0.1'] \
+      --seeds=3 [--config.train.epochs=2 ...]
+
+A *cell* is one point of the grid: a value for every swept key and a seed
+(config.seed + 0, 1, ..., seeds - 1). Cells run one after the other, each in its
+own workdir, WORKDIR/<key>=<value>/.../seed=<seed>, named by the last two parts of
+each key (kd.temperature=4). A value is parsed with the type of its config field,
+as --config.<key>=<value> would be; tuples and other literals go in parentheses,
+e.g. --sweep 'model.widths=(100,100),(200,200)'.
+
+Then WORKDIR/results.md, results.csv and results.png aggregate the cells: one row
+per *setting* (the swept values without the seed) with the mean and sample
+standard deviation over its seeds of the final and best test accuracy and errors.
+The plot shows accuracy against the first swept key, one line per combination of
+the others.
+
+Running the same command again skips finished cells (WORKDIR/.../sweep_cell.json
+and the final checkpoint are there) and resumes unfinished ones.
+  --list      prints the cells, their workdirs and state, and how to run one.
+  --cell=K    runs only cell K (repeatable): one cluster job per cell.
+  --report    only aggregates the finished cells into the results files.
+"""
+
+import copy
+import csv
+import dataclasses
+import difflib
+import io
+import itertools
+import json
+import math
+import os
+import pathlib
+import re
+import shlex
+import statistics
+import sys
+from typing import Any, Sequence
+
+import ml_collections
+from absl import flags
+
+from jaxkd.errors import JaxkdError
+
+CELL_FILE = "sweep_cell.json"
+RESULTS = ("results.md", "results.csv", "results.png", "results.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class Axis:
+  """One swept config field: its dotted key, short label and values (raw and parsed)."""
+
+  key: str
+  label: str
+  raw: tuple[str, ...]
+  values: tuple[Any, ...]
+
+
+@dataclasses.dataclass
+class Cell:
+  index: int
+  setting: tuple[str, ...]  # the raw value of each axis, in axis order
+  values: tuple[Any, ...]  # the same, parsed with the type of each config field
+  seed: int
+  workdir: pathlib.Path
+  config: ml_collections.ConfigDict
+
+  def describe(self, axes: Sequence[Axis]) -> str:
+    return " ".join([f"{a.label}={v}" for a, v in zip(axes, self.setting)] + [f"seed={self.seed}"])
+
+
+def split_values(text: str) -> list[str]:
+  """'1,2,(3,4),"a,b"' -> ['1', '2', '(3,4)', '"a,b"']: commas outside brackets and quotes."""
+  values, depth, quote, current = [], 0, None, ""
+  for char in text:
+    if quote:
+      quote = None if char == quote else quote
+    elif char in "'\"":
+      quote = char
+    elif char in "([{":
+      depth += 1
+    elif char in ")]}":
+      depth -= 1
+    elif char == "," and depth == 0:
+      values.append(current.strip())
+      current = ""
+      continue
+    current += char
+  values.append(current.strip())
+  return values
+
+
+def parse_spec(spec: str) -> tuple[str, list[str]]:
+  """'distill.terms.kd.temperature=1,2,4' -> (key, raw values)."""
+  key, sep, rest = spec.partition("=")
+  key = key.strip().removeprefix("--").removeprefix("config.")
+  values = split_values(rest) if sep else []
+  if not key or not values or any(v == "" for v in values):
+    raise JaxkdError(f"--sweep '{spec}' must be KEY=VALUE1,VALUE2,... (a config field and "
+                     "comma-separated values), e.g. --sweep 'distill.terms.kd.temperature=1,2,4'.")
+  if len(set(values)) != len(values):
+    raise JaxkdError(f"--sweep '{spec}' repeats a value.")
+  return key, values
+
+
+def check_key(config: ml_collections.ConfigDict, key: str) -> None:
+  """A JaxkdError naming the missing part of `key` (with near matches), else nothing."""
+  node, done = config, []
+  for part in key.split("."):
+    fields = list(node.keys()) if isinstance(node, (ml_collections.ConfigDict, dict)) else None
+    if fields is None or part not in fields:
+      where = "config." + ".".join(done) if done else "the config"
+      if fields is None:
+        raise JaxkdError(f"--sweep {key}: config.{'.'.join(done)} is a value, not a section; it "
+                         f"has no field '{part}'.")
+      near = difflib.get_close_matches(part, fields, n=3)
+      hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+      raise JaxkdError(f"--sweep {key}: unknown config field '{part}' in {where} (its fields: "
+                       f"{', '.join(sorted(fields))}){hint}")
+    node = node[part]
+    done.append(part)
+  if isinstance(node, (ml_collections.ConfigDict, dict)):
+    raise JaxkdError(f"--sweep {key}: config.{key} is a section, not a value; sweep one of its "
+                     f"fields ({', '.join(sorted(node.keys()))}).")
+
+
+def apply_override(config: ml_collections.ConfigDict, key: str, raw: str
+                   ) -> tuple[ml_collections.ConfigDict, Any]:
+  """A copy of `config` with `key` set to `raw` parsed as --config.<key>=<raw> would be
+  (ml_collections' parsers: the field's type decides), and the parsed value."""
+  from ml_collections.config_flags import config_flags, config_path
+
+  check_key(config, key)
+  flag_values = flags.FlagValues()
+  argv = ["jaxkd.sweep", f"--config.{key}={raw}"]
+  holder = config_flags.DEFINE_config_dict("config", copy.deepcopy(config), flag_values=flag_values,
+                                           sys_argv=argv)
+  try:
+    flag_values(argv)
+  except (flags.Error, AttributeError, TypeError, ValueError) as e:
+    message = " ".join(str(e).split())
+    raise JaxkdError(f"--sweep {key}: value '{raw}' does not fit config.{key} (now "
+                     f"{config_path.get_value(key, config)!r}): {message}") from None
+  return holder.value, config_path.get_value(key, holder.value)
+
+
+def short_labels(keys: Sequence[str]) -> list[str]:
+  """The last two parts of each key (more if two keys would share a label)."""
+  for parts in range(2, max((k.count(".") + 1 for k in keys), default=1) + 1):
+    labels = [".".join(k.split(".")[-parts:]) for k in keys]
+    if len(set(labels)) == len(labels):
+      return labels
+  return list(keys)
+
+
+def _dir_part(label: str, raw: str) -> str:
+  return f"{label}={re.sub(r'[^A-Za-z0-9._,()+=-]', '_', raw)}"
+
+
+class Sweep:
+  """The grid of a base config, swept keys and seeds, rooted at `workdir`."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
+               specs: Sequence[str] = (), seeds: int = 1):
+    if config.get("job", "train") == "pipeline":
+      raise JaxkdError("--config is a pipeline (job='pipeline': teacher, baseline and distilled "
+                       "student); a sweep trains one config per cell. Point --config at a "
+                       "training config, e.g. configs/mnist/student_kd.py.")
+    if seeds < 1:
+      raise JaxkdError(f"--seeds={seeds}: need at least one seed.")
+    self.config, self.workdir, self.num_seeds = config, pathlib.Path(workdir), seeds
+    parsed = [parse_spec(spec) for spec in specs]
+    keys = [key for key, _ in parsed]
+    if len(set(keys)) != len(keys):
+      raise JaxkdError(f"a key is swept twice: {keys}; give each key once with all its values.")
+    if "seed" in keys:
+      raise JaxkdError("sweep seeds with --seeds=N (seeds config.seed ... config.seed + N - 1), "
+                       "not with --sweep 'seed=...'.")
+    self.axes = [Axis(key, label, tuple(raw), tuple(apply_override(config, key, r)[1] for r in raw))
+                 for (key, raw), label in zip(parsed, short_labels(keys))]
+    for axis in self.axes:
+      names = {_dir_part(axis.label, r) for r in axis.raw}
+      if len(names) != len(axis.raw):
+        raise JaxkdError(f"--sweep {axis.key}: two values give the same directory name; use "
+                         "values that differ in letters, digits or ._,()+=-.")
+    self.seeds = [int(config.seed) + i for i in range(seeds)]
+    self.settings = list(itertools.product(*[a.raw for a in self.axes]))
+    self.cells = []
+    for setting in self.settings:
+      config, values = self.config, []
+      for axis, raw in zip(self.axes, setting):
+        config, value = apply_override(config, axis.key, raw)
+        values.append(value)
+      for seed in self.seeds:
+        cell_config = copy.deepcopy(config)
+        cell_config.seed = seed
+        parts = [_dir_part(a.label, r) for a, r in zip(self.axes, setting)] + [f"seed={seed}"]
+        self.cells.append(Cell(len(self.cells), setting, tuple(values), seed,
+                               self.workdir.joinpath(*parts),
+                               cell_config))
+
+  def validate(self) -> None:
+    """Every cell's config checks, before any training."""
+    from jaxkd import config_base
+    from jaxkd.distill import build_objective
+
+    for cell in self.cells:
+      try:
+        config_base.validate(cell.config)
+        config_base.stage_configs(cell.config)
+        build_objective(cell.config.distill, steps_per_epoch=1, total_steps=1)
+      except JaxkdError as e:
+        raise JaxkdError(f"cell {cell.index} ({cell.describe(self.axes)}): {e}") from None
+
+  # -- cell state --------------------------------------------------------------------------
+
+  def result(self, cell: Cell) -> dict | None:
+    """The cell's recorded result when it is finished (result file + final checkpoint), else None.
+
+    A finished cell trained with another config (e.g. the same workdir, other overrides)
+    is an error rather than a result that would be mixed into the table.
+    """
+    path = cell.workdir / CELL_FILE
+    if not path.exists():
+      return None
+    result = json.loads(path.read_text())
+    if not (cell.workdir / "checkpoints" / str(result["step"])).is_dir():
+      return None
+    wanted = _plain_config(cell.config)
+    if result.get("config") != wanted:
+      differ = sorted(k for k in set(_flatten(wanted)) | set(_flatten(result.get("config") or {}))
+                      if _flatten(wanted).get(k) != _flatten(result.get("config") or {}).get(k))
+      raise JaxkdError(f"cell {cell.index} in {cell.workdir} was trained with another config "
+                       f"(differs in {', '.join(differ[:5])}); use a fresh --workdir for a "
+                       "changed sweep, or delete that cell's directory to train it again.")
+    return result
+
+  def state(self, cell: Cell) -> str:
+    try:
+      if self.result(cell) is not None:
+        return "finished"
+    except JaxkdError:
+      return "other config"
+    return "started" if (cell.workdir / "checkpoints").is_dir() else "-"
+
+  # -- running -----------------------------------------------------------------------------
+
+  def run_cells(self, indices: Sequence[int] | None = None, datasets: Any = None,
+                mesh: Any = None) -> list[dict]:
+    """Trains the given cells (default: all) in order, skipping finished ones. Returns their
+    results; stops (JaxkdError) at an interrupted cell. `datasets` (train, test) and `mesh`
+    are passed to train.train_and_evaluate (default: each cell's dataset, all devices)."""
+    import jax
+
+    from jaxkd import train
+    from jaxkd.data import load_split
+    from jaxkd.metric_writer import read_metrics
+
+    indices = range(len(self.cells)) if indices is None else indices
+    for index in indices:
+      if not 0 <= index < len(self.cells):
+        raise JaxkdError(f"--cell={index}: this sweep has cells 0 to {len(self.cells) - 1} "
+                         "(see --list).")
+    self.validate()
+    loaded, results = {}, []
+    for index in indices:
+      cell = self.cells[index]
+      head = f"== cell {index + 1}/{len(self.cells)} [{index}] {cell.describe(self.axes)}"
+      done = self.result(cell)
+      if done is not None:
+        train.say(f"{head}: finished, skipped ({cell.workdir})")
+        results.append(done)
+        continue
+      train.say(f"{head} in {cell.workdir}")
+      data = datasets
+      if data is None:
+        key = cell.config.dataset.to_json_best_effort(sort_keys=True)
+        if key not in loaded:
+          loaded[key] = (load_split(cell.config.dataset, "train"),
+                         load_split(cell.config.dataset, "test"))
+        data = loaded[key]
+      result = train.train_and_evaluate(cell.config, cell.workdir, datasets=data, mesh=mesh)
+      if result["interrupted"]:
+        raise JaxkdError(f"cell {index} was interrupted at step {result['step']} (its checkpoint "
+                         "is saved); run the same command again to resume the sweep.")
+      tests = [r for r in read_metrics(cell.workdir) if r["split"] == "test"]
+      best = [r for r in tests if r["step"] == result["best_test_step"]]
+      record = {"index": index, "setting": dict(zip([a.key for a in self.axes], cell.setting)),
+                "values": {a.key: _jsonable(v) for a, v in zip(self.axes, cell.values)},
+                "seed": cell.seed, "step": result["step"],
+                "test_accuracy": result["test_accuracy"], "test_errors": result["test_errors"],
+                "test_count": result["test_count"],
+                "best_test_accuracy": result["best_test_accuracy"],
+                "best_test_step": result["best_test_step"],
+                "best_test_errors": best[-1]["errors"] if best and "errors" in best[-1] else
+                round((1 - result["best_test_accuracy"]) * result["test_count"]),
+                "num_params": result["num_params"], "config": _plain_config(cell.config)}
+      if jax.process_index() == 0:
+        _write_atomic(cell.workdir / CELL_FILE, json.dumps(record, indent=2) + "\n")
+      results.append(record)
+    return results
+
+  # -- report ------------------------------------------------------------------------------
+
+  def aggregate(self) -> list[dict]:
+    """One row per setting: n and mean/std over seeds of the finished cells' numbers."""
+    rows = []
+    for setting in self.settings:
+      cells = [c for c in self.cells if c.setting == setting]
+      done = [r for r in (self.result(c) for c in cells) if r is not None]
+      row = {"setting": dict(zip([a.key for a in self.axes], setting)), "n": len(done),
+             "seeds": [r["seed"] for r in done]}
+      for name in ("best_test_accuracy", "test_accuracy", "best_test_errors", "test_errors"):
+        values = [float(r[name]) for r in done]
+        row[name] = {"mean": statistics.fmean(values) if values else None,
+                     "std": statistics.stdev(values) if len(values) > 1 else None,
+                     "values": values}
+      rows.append(row)
+    return rows
+
+  def write_report(self, argv: Sequence[str] | None = None) -> str:
+    """results.md, results.csv, results.json and results.png in the sweep's workdir."""
+    rows = self.aggregate()
+    missing = [c for c in self.cells if self.result(c) is None]
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    markdown = self.render_markdown(rows, missing, argv)
+    _write_atomic(self.workdir / "results.md", markdown)
+    _write_atomic(self.workdir / "results.csv", self.render_csv(rows))
+    _write_atomic(self.workdir / "results.json", json.dumps(
+        {"axes": [dataclasses.asdict(a) | {"values": [_jsonable(v) for v in a.values]}
+                  for a in self.axes], "seeds": self.seeds, "rows": rows,
+         "missing_cells": [c.index for c in missing]}, indent=2) + "\n")
+    self.plot(rows, self.workdir / "results.png")
+    return markdown
+
+  def render_markdown(self, rows: list[dict], missing: Sequence[Cell] = (),
+                      argv: Sequence[str] | None = None) -> str:
+    head = [a.label for a in self.axes] + ["n", "best test accuracy (%)", "final test accuracy (%)",
+                                           "best errors", "final errors"]
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for row in rows:
+      numbers = [_pm(row[n], 100.0, 2) for n in ("best_test_accuracy", "test_accuracy")]
+      numbers += [_pm(row[n], 1.0, 1) for n in ("best_test_errors", "test_errors")]
+      lines.append("| " + " | ".join([row["setting"][a.key] for a in self.axes] + [str(row["n"])] +
+                                     numbers) + " |")
+    count = next((r["test_count"] for c in self.cells if (r := self.result(c))), None)
+    notes = [f"Mean ± sample standard deviation over seeds {', '.join(map(str, self.seeds))} "
+             f"(n: finished seeds). Best: the highest test accuracy of any evaluation during "
+             f"training; final: at the last step. Errors out of {count or '?'} test images."]
+    if self.axes:
+      notes.append("Swept: " + "; ".join(f"{a.label} = config.{a.key} in "
+                                         f"{{{', '.join(a.raw)}}}" for a in self.axes) + ".")
+    if missing:
+      notes.append(f"Not finished yet: cells {', '.join(str(c.index) for c in missing)} "
+                   "(see --list).")
+    if argv:
+      notes.append(f"Command: `{' '.join(shlex.quote(a) for a in argv)}`")
+    return "\n".join([f"# Sweep in {self.workdir}", "", *lines, "", *notes,
+                      "", "Plot: results.png.", ""])
+
+  def render_csv(self, rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    names = ("best_test_accuracy", "test_accuracy", "best_test_errors", "test_errors")
+    writer.writerow([a.key for a in self.axes] + ["n", "seeds"] +
+                    [f"{n}_{s}" for n in names for s in ("mean", "std")])
+    for row in rows:
+      writer.writerow([row["setting"][a.key] for a in self.axes] +
+                      [row["n"], " ".join(map(str, row["seeds"]))] +
+                      ["" if row[n][s] is None else repr(row[n][s]) for n in names
+                       for s in ("mean", "std")])
+    return out.getvalue()
+
+  def plot(self, rows: list[dict], path: pathlib.Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    first = self.axes[0] if self.axes else None
+    xs = dict(zip(first.raw, first.values)) if first else {}
+    numeric = bool(first) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                  for v in first.values)
+    position = (lambda raw: float(xs[raw])) if numeric else (
+        lambda raw: first.raw.index(raw) if first else 0)
+    fig, panels = plt.subplots(1, 2, figsize=(10, 4), dpi=120, sharey=True)
+    groups: dict[tuple, list[dict]] = {}
+    for row in rows:
+      if row["n"]:
+        rest = tuple(row["setting"][a.key] for a in self.axes[1:])
+        groups.setdefault(rest, []).append(row)
+    for panel, name, title in ((panels[0], "test_accuracy", "final test accuracy"),
+                               (panels[1], "best_test_accuracy", "best test accuracy")):
+      for rest, members in groups.items():
+        label = ", ".join(f"{a.label}={v}" for a, v in zip(self.axes[1:], rest)) or (
+            f"mean ± std over {self.num_seeds} seed(s)")
+        members = sorted(members, key=lambda r: position(r["setting"][first.key]) if first else 0)
+        panel.errorbar([position(r["setting"][first.key]) if first else 0 for r in members],
+                       [100 * r[name]["mean"] for r in members],
+                       yerr=[100 * (r[name]["std"] or 0.0) for r in members],
+                       marker="o", capsize=4, label=label)
+      panel.set_title(title)
+      panel.set_xlabel(first.label if first else "")
+      panel.grid(alpha=0.3)
+      if numeric and min(xs.values()) > 0 and max(xs.values()) / min(xs.values()) >= 8:
+        panel.set_xscale("log", base=2)
+      if first:
+        panel.set_xticks([position(r) for r in first.raw], list(first.raw))
+      else:
+        panel.set_xticks([0], ["config"])
+    panels[0].set_ylabel("test accuracy (%)")
+    panels[0].legend(fontsize="small")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+  def listing(self, argv: Sequence[str] | None = None) -> str:
+    lines = [f"{len(self.cells)} cells ({len(self.settings)} setting(s) x {len(self.seeds)} "
+             f"seed(s)) in {self.workdir}:"]
+    width = max((len(str(c.workdir)) for c in self.cells), default=0)
+    for cell in self.cells:
+      lines.append(f"  {cell.index:3d}  {str(cell.workdir):<{width}}  {self.state(cell):<12}  "
+                   f"{cell.describe(self.axes)}")
+    if argv:
+      kept, skip = [], False
+      for arg in argv:  # The command without --list, --report and --cell[=]K.
+        if skip or re.match(r"^--?(no)?(list|report|cell)(=|$)", arg):
+          skip = re.match(r"^--?cell$", arg) is not None
+          continue
+        kept.append(arg)
+      base = " ".join(shlex.quote(a) for a in kept)
+      lines += ["", f"one cell:     python -m jaxkd.sweep {base} --cell=K",
+                f"the results:  python -m jaxkd.sweep {base} --report"]
+    return "\n".join(lines)
+
+
+def _pm(stats: dict, scale: float, digits: int) -> str:
+  if stats["mean"] is None:
+    return "-"
+  text = f"{scale * stats['mean']:.{digits}f}"
+  return text if stats["std"] is None else f"{text} ± {scale * stats['std']:.{digits}f}"
+
+
+def _jsonable(value: Any) -> Any:
+  return json.loads(json.dumps(value, default=str))
+
+
+def _plain_config(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort(sort_keys=True))
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict:
+  if isinstance(tree, dict):
+    out = {}
+    for k, v in tree.items():
+      out.update(_flatten(v, f"{prefix}{k}."))
+    return out
+  return {prefix[:-1]: tree}
+
+
+def _write_atomic(path: pathlib.Path, text: str) -> None:
+  tmp = path.with_name(path.name + ".tmp")
+  tmp.write_text(text)
+  os.replace(tmp, path)
+
+
+# -- command line ------------------------------------------------------------------------------
+
+_FLAGS: dict = {}
+
+
+def define_flags() -> None:
+  """The command's flags (defined here, not at import: jaxkd.main also defines --config)."""
+  from ml_collections import config_flags
+
+  _FLAGS["config"] = config_flags.DEFINE_config_file(
+      "config", None, "Training config file (get_config()); --config.<field>=<value> overrides "
+      "apply to every cell.", lock_config=True)
+  _FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
+  _FLAGS["sweep"] = flags.DEFINE_multi_string(
+      "sweep", [], "KEY=V1,V2,...: a config field and its values (repeat for a grid).")
+  _FLAGS["seeds"] = flags.DEFINE_integer("seeds", 1, "Seeds per setting: config.seed + 0..N-1.")
+  _FLAGS["list"] = flags.DEFINE_boolean("list", False, "Print the cells and their workdirs.")
+  _FLAGS["cell"] = flags.DEFINE_multi_integer("cell", [], "Run only these cells (see --list).")
+  _FLAGS["report"] = flags.DEFINE_boolean("report", False, "Only aggregate finished cells.")
+  flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _fail(message: str) -> None:
+  print(f"jaxkd.sweep: error: {message}", file=sys.stderr)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    _fail(str(e))
+  except AttributeError as e:  # ml_collections: an override names a field the config lacks.
+    _fail(f"unknown config field in an override: {str(e.args[0]).strip(chr(39))}")
+
+
+def main(argv: list[str]) -> None:
+  from absl import app, logging
+
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments {argv[1:]}; use --sweep KEY=V1,V2 and "
+                         "--config.<field>=<value>.")
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)
+  values = {name: holder.value for name, holder in _FLAGS.items()}
+  try:
+    sweep = Sweep(values["config"], values["workdir"], values["sweep"], values["seeds"])
+    if values["list"]:
+      print(sweep.listing(sys.argv[1:]))
+      return
+    if values["report"]:
+      print(sweep.write_report(["python", "-m", "jaxkd.sweep", *sys.argv[1:]]))
+      return
+    from jaxkd import distributed
+
+    how = distributed.initialize(values["config"])
+    import jax
+
+    sweep.run_cells(values["cell"] or None)
+    if values["cell"]:
+      print(f"cell(s) {', '.join(map(str, values['cell']))} done; aggregate with --report.")
+    elif jax.process_index() == 0:
+      markdown = sweep.write_report(["python", "-m", "jaxkd.sweep", *sys.argv[1:]])
+      print("\n" + markdown)
+      print(f"results: {', '.join(str(sweep.workdir / n) for n in RESULTS)}")
+    if how:
+      distributed.shutdown()
+  except JaxkdError as e:
+    _fail(str(e))
+
+
+if __name__ == "__main__":
+  from absl import app
+
+  define_flags()
+  app.run(main, flags_parser=parse_flags)

@@ -1,0 +1,133 @@
+"""Scale and reliability: bfloat16 compute, a teacher sharded over the devices, and what the
+distillation step communicates (read from the compiled program for 8 devices)."""
+
+import functools
+import types
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+from conftest import toy_arrays, toy_config
+
+from jaxkd import config_base, train
+from jaxkd.data import ArrayDataset, Preprocess, TrainBatches
+from jaxkd.distill import build_objective
+from jaxkd.errors import JaxkdError
+from jaxkd.hlo_stats import collective_bytes, collectives
+from jaxkd.models import MODELS, create_model
+from jaxkd.sharding import (make_mesh, place, replicate, replicated, shard_batch,
+                            split_largest_axis)
+
+KD = {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "temperature": 2.0}}
+
+
+@MODELS.register("test_conv_bn_net")
+class ConvBNNet(nn.Module):
+  """A user's own model (no dtype options): convolution, BatchNorm, dense head."""
+
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Conv(8, (3, 3))(x)))
+    return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
+
+
+def _setup(student, teacher_widths, terms=KD):
+  """A distillation run on toy data over the 8 devices: its state, teacher variables,
+  batches, mesh and make_step(**options); connectors (if any) built as a run builds them."""
+  data = ArrayDataset(*toy_arrays(256, 0), num_classes=4)
+  mesh = make_mesh()
+  model = create_model(ml_collections.ConfigDict(student), 4)
+  teacher = create_model(ml_collections.ConfigDict({"name": "mlp", "widths": teacher_widths}), 4)
+  teacher_variables = jax.jit(teacher.init, out_shardings=replicated(mesh))(
+      jax.random.PRNGKey(9), jnp.zeros((1, *data.image_shape)))
+  objective = build_objective(ml_collections.ConfigDict({"terms": terms,
+                                                         "teacher_combine": "average"}), 8, 8)
+  objective, aux_params, aux_state = train._connect_features(
+      objective, model, [teacher], [teacher_variables], data.image_shape, 0, len(data))
+  tx = optax.sgd(0.05, momentum=0.9)
+  state = train.init_train_state(model, tx, data.image_shape, 0, mesh, aux_params, aux_state)
+  make_step = functools.partial(train.make_train_step, model, tx, Preprocess((0.5,), (0.5,)),
+                                mesh, objective, 4, teachers=[teacher])
+  batches = TrainBatches(data, 32, seed=0)
+  return types.SimpleNamespace(state=state, teacher_variables=teacher_variables, mesh=mesh,
+                               make_step=make_step, batch=lambda s: shard_batch(batches.batch(s), mesh))
+
+
+def _matmuls(text: str) -> list[str]:
+  return [line for line in text.splitlines() if "dot_general" in line or "convolution" in line]
+
+
+def test_bfloat16_compute_keeps_float32_state_and_trains():
+  """A user's model with no dtype options of its own, student and teacher in bfloat16: the
+  matmuls and convolutions asked of XLA are bf16 (the CPU backend may upcast them when it
+  compiles; GPUs and TPUs run them in bf16), the state stays float32, the loss goes down."""
+  run = _setup({"name": "test_conv_bn_net"}, (64,))
+  state, teachers = run.state, [run.teacher_variables]
+  lowered = {dtype: _matmuls(run.make_step(student_dtype=dtype, teacher_dtype=dtype).lower(
+      state, teachers, run.batch(0)).as_text()) for dtype in ("float32", "bfloat16")}
+  assert lowered["bfloat16"] and all("bf16" in line for line in lowered["bfloat16"])
+  assert lowered["float32"] and not any("bf16" in line for line in lowered["float32"])
+  step = run.make_step(student_dtype="bfloat16", teacher_dtype="bfloat16")
+  losses = []
+  for s in range(12):
+    state, metrics = step(state, teachers, run.batch(s % 8))
+    losses.append(float(metrics["loss"]))
+  assert np.isfinite(losses).all() and np.mean(losses[-3:]) < np.mean(losses[:3]), losses
+  for tree in (state.params, state.opt_state, state.model_state):
+    assert {x.dtype for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)} == {
+        np.dtype("float32")}
+
+
+def test_precision_other_than_float32_or_bfloat16_is_refused():
+  assert config_base.base_config().precision.to_dict() == {"student": "float32",
+                                                           "teacher": "float32"}
+  config = toy_config()
+  config.precision.teacher = "float16"
+  with pytest.raises(JaxkdError, match=r"precision.teacher='float16'.*\['float32', 'bfloat16'\]"):
+    config_base.validate(config)
+
+
+def test_sharded_teacher_splits_its_arrays_and_trains_the_same_student():
+  run = _setup({"name": "mlp", "widths": (32,)}, (256, 256))
+  initial = jax.device_get(run.state)
+  shardings = split_largest_axis(run.teacher_variables, run.mesh)
+  sharded = place(run.teacher_variables, shardings)
+  kernels = {name: layer["kernel"] for name, layer in sharded["params"].items()}
+  for name, shape in (("dense0", (64, 32)), ("dense1", (32, 256))):  # 1/8 on each device
+    assert not kernels[name].sharding.is_fully_replicated
+    assert kernels[name].addressable_shards[0].data.shape == shape, name
+  assert kernels["head"].sharding.is_fully_replicated  # [256, 4], 1024 elements: kept whole.
+  results = []
+  for step, teacher_variables in ((run.make_step(), run.teacher_variables),
+                                  (run.make_step(teacher_shardings=[shardings]), sharded)):
+    state = replicate(initial, run.mesh)
+    for s in range(3):
+      state, metrics = step(state, [teacher_variables], run.batch(s))
+    results.append(jax.device_get((state.params, metrics)))
+  for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_step_all_reduces_the_gradients_and_nothing_of_the_teacher():
+  """Data parallelism moves per step the trainable parameters' gradients (the student's and
+  the FitNets connector's, float32), plus a few scalars; the teacher, replicated and frozen,
+  is never communicated (it is ~15x the gradients here, so any of it would show)."""
+  terms = {**KD, "hint": {"term": "fitnet", "weight": 1.0, "student": "dense0",
+                          "teacher": "dense1"}}
+  run = _setup({"name": "mlp", "widths": (32,)}, (512, 512), terms=terms)
+  assert set(run.state.aux_params) == {"hint"}  # The connector: 32 -> 512 features.
+  nbytes = lambda tree: sum(x.nbytes for x in jax.tree.leaves(tree))
+  grad_bytes, teacher_bytes = nbytes(run.state.trainable()), nbytes(run.teacher_variables)
+  assert teacher_bytes > 10 * grad_bytes
+  text = run.make_step().lower(run.state, [run.teacher_variables], run.batch(0)).compile().as_text()
+  totals = collective_bytes(text)
+  print(f"\ncollectives {totals}; gradients {grad_bytes} B; teacher {teacher_bytes} B")
+  assert set(totals) == {"all-reduce"}, collectives(text)
+  assert grad_bytes <= totals["all-reduce"] <= grad_bytes + 4096, collectives(text)
+  assert totals["all-reduce"] < grad_bytes + teacher_bytes
