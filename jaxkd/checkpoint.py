@@ -50,11 +50,16 @@ def _flat_shapes(tree: Any) -> dict[str, tuple]:
 class Checkpointer:
   """Saves every `every_steps` steps (and when forced) under workdir/checkpoints."""
 
-  def __init__(self, workdir: str | pathlib.Path, every_steps: int, keep: int = 3):
+  def __init__(self, workdir: str | pathlib.Path, every_steps: int, keep: int = 3,
+               read_only: bool = False):
+    """read_only: another run's checkpoints (a teacher that may still be training):
+    nothing there is removed or written."""
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
     self.every_steps = max(every_steps, 1)
-    self._remove_unfinished()
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    if not read_only:
+      self._remove_unfinished()
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
+                                           read_only=read_only)
     # The handler named up front lets item_metadata read a step before any restore.
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_handlers=ocp.StandardCheckpointHandler())
@@ -122,6 +127,32 @@ class Checkpointer:
     except Exception as e:  # The tree fits, so the array files are missing or truncated.
       raise DamagedCheckpoint(f"checkpoint {where} is damaged: its arrays cannot be read "
                               f"({_describe(e)})") from e
+
+  def restore_saved(self, fallback_sharding: Any) -> tuple[int, Any]:
+    """(step, tree) of the newest readable checkpoint, as saved (no model to check it
+    against): what loading a finished run or a teacher reads. Arrays come back laid out as
+    saved where possible, else with `fallback_sharding`. A damaged newest checkpoint is
+    skipped with a warning and left in place (this may be another run's directory)."""
+    steps = sorted(self.manager.all_steps(), reverse=True)
+    if not steps:
+      raise JaxkdError(f"no checkpoint in {self.directory}; train there first or point to the "
+                       "workdir of a finished run.")
+    damaged = []
+    for step in steps:
+      try:
+        saved = self.manager.restore(
+            step, args=ocp.args.StandardRestore(fallback_sharding=fallback_sharding))
+      except Exception as e:  # Unreadable metadata or arrays.
+        logging.warning("checkpoint %s/%d is damaged: it cannot be read (%s); trying the previous "
+                        "checkpoint.", self.directory, step, _describe(e))
+        damaged.append(step)
+        continue
+      if damaged:
+        logging.warning("using the checkpoint at step %d in %s instead of the damaged one(s) at "
+                        "step(s) %s.", step, self.directory, damaged)
+      return step, saved
+    raise JaxkdError(f"every checkpoint in {self.directory} is damaged (steps {damaged}, see the "
+                     "warnings above); train that run again (after deleting that directory).")
 
   def _set_aside(self, steps: list[int]) -> None:
     """Renames damaged step directories to <step>.corrupt (kept for inspection), so they

@@ -64,8 +64,8 @@ class StopRequest:
   def reason(self) -> str:
     """What stopped the run, for the log (another process's signal is not known by name)."""
     if self.mode == "preemption_sync":  # This process's SIGTERM went to jax's handler.
-      return self.signal_name or "SIGTERM (to one of the processes)"
-    return self.signal_name or "a signal to another process"
+      return self.signal_name or "SIGTERM or SIGINT to one of the processes"
+    return self.signal_name or "SIGTERM or SIGINT to another process"
 
 
 @contextlib.contextmanager
@@ -74,7 +74,7 @@ def stop_on_signals(process_count: int = 1):
 
   With process_count > 1 (jax.process_count()), stop_now() is agreed by all processes.
   """
-  mode = ("local" if True else
+  mode = ("local" if process_count <= 1 else
           "preemption_sync" if _preemption_service() else "allgather")
   request = StopRequest(mode)
   if threading.current_thread() is not threading.main_thread():

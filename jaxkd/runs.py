@@ -8,7 +8,6 @@ import flax.linen as nn
 import jax
 import ml_collections
 import numpy as np
-import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
 from jaxkd.checkpoint import Checkpointer
@@ -49,17 +48,18 @@ def load_run(workdir: str | pathlib.Path, mesh: Mesh) -> Run:
                      "give the --workdir of a training run.")
   config = ml_collections.ConfigDict(json.loads((workdir / "config.json").read_text()))
   info = json.loads(info_path.read_text())
-  checkpointer = Checkpointer(workdir, every_steps=1)
-  step = checkpointer.latest_step()
-  if step is None:
+  checkpointer = Checkpointer(workdir, every_steps=1, read_only=True)
+  if checkpointer.latest_step() is None:
     checkpointer.close()
     raise JaxkdError(f"the run in {workdir} has no checkpoint yet; train it first with "
                      f"python -m jaxkd.main --config=<its config> --workdir={workdir}")
   # Arrays come back laid out as saved where this process can (same devices); a checkpoint
   # from another topology (e.g. written by several processes) comes back replicated on `mesh`.
-  saved = checkpointer.manager.restore(
-      step, args=ocp.args.StandardRestore(fallback_sharding=replicated(mesh)))
-  checkpointer.close()
+  # A damaged newest checkpoint is skipped (with a warning) for the one before it.
+  try:
+    step, saved = checkpointer.restore_saved(fallback_sharding=replicated(mesh))
+  finally:
+    checkpointer.close()
   variables = replicate({"params": saved["params"], **saved["model_state"]}, mesh)
   model = create_model(config.model, info["num_classes"])
   return Run(workdir, config, model, variables, info["num_classes"], tuple(info["image_shape"]), step)

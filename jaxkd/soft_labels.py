@@ -85,7 +85,8 @@ def load_soft_labels(path: str | pathlib.Path, data: ArrayDataset, preprocess_fi
   index = arrays["index"]
   if len(index) != len(data) or index.min() != 0 or index.max() != len(data) - 1:
     raise JaxkdError(f"soft label cache {path} covers indices {index.min()}..{index.max()} "
-                     f"({len(index)} rows); the data has indices 0..{len(data) - 1}.")
+                     f"({len(index)} rows); the data has indices 0..{len(data) - 1}. Write it "
+                     f"again: python -m jaxkd.soft_labels --teacher=<teacher workdir> --out={path}")
   logits = np.full((len(data), data.num_classes), MISSING_LOGIT, np.float32)
   if "logits" in arrays:
     logits[index] = arrays["logits"].astype(np.float32)

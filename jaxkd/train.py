@@ -307,7 +307,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                                        load_split(config.dataset, "test"))
   if train_data.num_classes != test_data.num_classes:
     raise JaxkdError(f"train and test splits have {train_data.num_classes} and "
-                     f"{test_data.num_classes} classes; they must agree.")
+                     f"{test_data.num_classes} classes; they must agree. For an .npz file (whose "
+                     "classes are counted from each split's labels), set dataset.num_classes.")
   check_batch_size(config.train.batch_size, mesh)
   check_batch_size(config.train.eval_batch_size, mesh, "train.eval_batch_size")
 

@@ -146,8 +146,8 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, service):
   assert saved[0] == saved[1], saved
   stopped_at = saved[0][-1]
   assert 2 <= stopped_at < STEPS, saved
-  reason = "SIGTERM (to one of the processes)" if service == "preemption_sync" else \
-      "a signal to another process"
+  reason = ("SIGTERM or SIGINT to one of the processes" if service == "preemption_sync" else
+            "SIGTERM or SIGINT to another process")
   assert (f"stopped by {reason} at step {stopped_at}; checkpoint saved"
           in outputs["p0"][0]), outputs["p0"][0][-2000:]
   if service == "allgather":
