@@ -45,7 +45,7 @@ def _left_out(workdir: pathlib.Path, step: int) -> dict[str, int]:
 
   from jaxkd.checkpoint import Checkpointer
 
-  checkpointer = Checkpointer(workdir, every_steps=1)
+  checkpointer = Checkpointer(workdir, every_steps=1, read_only=True)
   try:
     tree = checkpointer.manager.item_metadata(step).tree
     return {name: int(sum(int(np.prod(getattr(x, "shape", ()) or (1,)))
@@ -131,7 +131,7 @@ def load_exported(directory: str | pathlib.Path) -> tuple[Any, dict, dict]:
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                       _student_tree(dict(shapes)))
-  checkpointer = Checkpointer(directory, every_steps=1)
+  checkpointer = Checkpointer(directory, every_steps=1, read_only=True)
   try:
     restored = checkpointer.restore(like)
   finally:

@@ -29,13 +29,17 @@ def _plain(value):
 
 def flatten_hparams(tree, prefix: str = "") -> dict:
   """{'a.b': value} for a nested dict or ConfigDict: numbers, bools and strings as they are,
-  tuples and lists as their text, None left out (TensorBoard's HParams take scalars)."""
+  tuples and lists as their text (of dicts, e.g. config.stages: 'stages.0.name', ...), None
+  left out (TensorBoard's HParams take scalars)."""
   if hasattr(tree, "to_dict"):
     tree = tree.to_dict()
   flat = {}
   for key, value in tree.items():
     if hasattr(value, "to_dict") or isinstance(value, dict):
       flat.update(flatten_hparams(value, f"{prefix}{key}."))
+    elif isinstance(value, (tuple, list)) and any(hasattr(v, "to_dict") or isinstance(v, dict)
+                                                  for v in value):
+      flat.update(flatten_hparams(dict(enumerate(value)), f"{prefix}{key}."))
     elif value is None:
       continue
     elif isinstance(value, (bool, int, float, str)):

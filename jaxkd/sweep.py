@@ -31,7 +31,6 @@ import difflib
 import io
 import itertools
 import json
-import math
 import os
 import pathlib
 import re

@@ -345,6 +345,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   start_step = int(state.step)
   _write_run_files(workdir, config, mesh, train_data)
   writer = MetricWriter(workdir, resume_step=start_step)
+  writer.write_hparams(config)
   train_step = make_train_step(model, tx, preprocess, mesh, objective, train_data.num_classes,
                                schedule, teachers, steps_per_epoch, config.dataset.mixup_alpha,
                                frozen_student="params" in config.train.freeze,
