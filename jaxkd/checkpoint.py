@@ -8,7 +8,7 @@ resuming: the previous one is used and the damaged one moved aside.
 
 import pathlib
 import shutil
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import orbax.checkpoint as ocp
@@ -84,26 +84,11 @@ class Checkpointer:
     """
     if step is not None:
       return self._restore_step(like, step)
-    steps = sorted(self.manager.all_steps(), reverse=True)
-    if not steps:
-      raise JaxkdError(f"no checkpoint in {self.directory}; train there first or point to the "
-                       "workdir of a finished run.")
-    damaged = []
-    for step in steps:
-      try:
-        state = self._restore_step(like, step)
-      except DamagedCheckpoint as e:
-        logging.warning("%s; trying the previous checkpoint.", e)
-        damaged.append(step)
-        continue
-      if damaged:
-        logging.warning("restored the checkpoint at step %d in %s instead of the damaged one(s) "
-                        "at step(s) %s.", step, self.directory, damaged)
-        self._set_aside(damaged)
-      return state
-    raise JaxkdError(f"every checkpoint in {self.directory} is damaged (steps {damaged}, see the "
-                     "warnings above); delete that directory (or use a fresh workdir) to train "
-                     "from the start.")
+    _, state, damaged = self._newest_readable(
+        lambda step: self._restore_step(like, step),
+        fix="delete that directory (or use a fresh workdir) to train from the start")
+    self._set_aside(damaged)
+    return state
 
   def _restore_step(self, like: Any, step: int) -> Any:
     """Checks the stored tree against `like` from orbax's metadata (a mismatch: JaxkdError),
@@ -128,11 +113,44 @@ class Checkpointer:
       raise DamagedCheckpoint(f"checkpoint {where} is damaged: its arrays cannot be read "
                               f"({_describe(e)})") from e
 
-  def restore_saved(self, fallback_sharding: Any) -> tuple[int, Any]:
-    """(step, tree) of the newest readable checkpoint, as saved (no model to check it
-    against): what loading a finished run or a teacher reads. Arrays come back laid out as
-    saved where possible, else with `fallback_sharding`. A damaged newest checkpoint is
-    skipped with a warning and left in place (this may be another run's directory)."""
+  def restore_part(self, target: Callable[[Any], dict]) -> tuple[int, dict]:
+    """(step, part) of the newest readable checkpoint, reading only part of it from disk.
+
+    `target(stored)` gets the stored tree's metadata (nested dicts whose leaves have .shape
+    and .dtype) and returns the part wanted: some of its top-level entries, each array a
+    jax.ShapeDtypeStruct with the sharding to restore it into. Each array is read straight
+    into that layout; the rest (e.g. the optimizer state) is never read. A damaged newest
+    checkpoint is skipped with a warning and left in place (this may be another run's
+    directory); errors `target` raises (a tree of another kind) are not skipped.
+    """
+    def read(step: int) -> dict:
+      where = f"{self.directory}/{step}"
+      try:
+        stored = self.manager.item_metadata(step).tree
+      except Exception as e:  # Missing or unreadable _METADATA / array metadata.
+        raise DamagedCheckpoint(f"checkpoint {where} is damaged: its metadata cannot be read "
+                                f"({_describe(e)})") from e
+      part = target(stored)
+      try:
+        # Orbax's PyTree handler reads a subset of the saved tree (the manager's standard
+        # handler reads it whole), from the step's one item folder.
+        with ocp.PyTreeCheckpointer() as reader:
+          return reader.restore(self.directory / str(step) / ocp.checkpoint_manager.DEFAULT_ITEM_NAME,
+                                args=ocp.args.PyTreeRestore(
+                                    item=part, partial_restore=True,
+                                    restore_args=ocp.checkpoint_utils.construct_restore_args(part)))
+      except Exception as e:  # Missing or truncated array files.
+        raise DamagedCheckpoint(f"checkpoint {where} is damaged: its arrays cannot be read "
+                                f"({_describe(e)})") from e
+
+    step, part, _ = self._newest_readable(
+        read, fix="train that run again (after deleting that directory)")
+    return step, part
+
+  def _newest_readable(self, read: Callable[[int], Any], fix: str
+                       ) -> tuple[int, Any, list[int]]:
+    """(step, read(step), damaged newer steps) for the newest step `read` finds undamaged;
+    warns of each damaged one, changes nothing on disk."""
     steps = sorted(self.manager.all_steps(), reverse=True)
     if not steps:
       raise JaxkdError(f"no checkpoint in {self.directory}; train there first or point to the "
@@ -140,23 +158,23 @@ class Checkpointer:
     damaged = []
     for step in steps:
       try:
-        saved = self.manager.restore(
-            step, args=ocp.args.StandardRestore(fallback_sharding=fallback_sharding))
-      except Exception as e:  # Unreadable metadata or arrays.
-        logging.warning("checkpoint %s/%d is damaged: it cannot be read (%s); trying the previous "
-                        "checkpoint.", self.directory, step, _describe(e))
+        value = read(step)
+      except DamagedCheckpoint as e:
+        logging.warning("%s; trying the previous checkpoint.", e)
         damaged.append(step)
         continue
       if damaged:
         logging.warning("using the checkpoint at step %d in %s instead of the damaged one(s) at "
                         "step(s) %s.", step, self.directory, damaged)
-      return step, saved
+      return step, value, damaged
     raise JaxkdError(f"every checkpoint in {self.directory} is damaged (steps {damaged}, see the "
-                     "warnings above); train that run again (after deleting that directory).")
+                     f"warnings above); {fix}.")
 
   def _set_aside(self, steps: list[int]) -> None:
     """Renames damaged step directories to <step>.corrupt (kept for inspection), so they
     are neither listed as the latest step again nor in the way of a new save there."""
+    if not steps:
+      return
     if jax.process_index() == 0:
       for step in steps:
         target, n = self.directory / f"{step}{CORRUPT_SUFFIX}", 1

@@ -4,11 +4,13 @@ Any config field can be overridden: --config.train.epochs=3 --config.seed=1.
 Running again with the same workdir resumes from its latest checkpoint.
 """
 
+import functools
 import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from jaxkd import cli
 from jaxkd.errors import JaxkdError
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (get_config()).",
@@ -17,19 +19,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _fail(message: str) -> None:
-  print(f"jaxkd: error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl parsing, with config mistakes reported as one line (exit code 2)."""
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(str(e))
-  except AttributeError as e:  # ml_collections: an override names a field the config lacks.
-    _fail(f"unknown config field in an override: {str(e.args[0]).strip(chr(39))}")
+_fail = functools.partial(cli.fail, "jaxkd")
+parse_flags = cli.flags_parser("jaxkd")
 
 
 def main(argv: list[str]) -> None:

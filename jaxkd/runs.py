@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import pathlib
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -14,7 +15,13 @@ from jaxkd.checkpoint import Checkpointer
 from jaxkd.data import ArrayDataset, Preprocess, eval_batches, preprocessing
 from jaxkd.errors import JaxkdError
 from jaxkd.models import create_model
-from jaxkd.sharding import batch_sharding, replicate, replicated, shard_batch
+from jaxkd.sharding import batch_sharding, replicated, shard_batch, split_largest_axis
+
+# How load_run lays out a run's variables on the mesh: a name, or a function
+# (abstract variables, mesh) -> their shardings, like sharding.split_largest_axis.
+LAYOUTS = {"replicated": lambda tree, mesh: jax.tree.map(lambda _: replicated(mesh), tree),
+           "sharded": split_largest_axis}
+Layout = str | Callable[[Any, Mesh], Any] | None
 
 
 @dataclasses.dataclass
@@ -22,7 +29,7 @@ class Run:
   workdir: pathlib.Path
   config: ml_collections.ConfigDict
   model: nn.Module
-  variables: dict  # {'params': ..., other collections}, replicated on the mesh
+  variables: dict  # {'params': ..., other collections} (no optimizer state), laid out on the mesh
   num_classes: int
   image_shape: tuple[int, ...]
   step: int
@@ -39,8 +46,21 @@ class Run:
     return Preprocess(**preprocessing(self.config.dataset, self.image_shape[-1]))
 
 
-def load_run(workdir: str | pathlib.Path, mesh: Mesh) -> Run:
-  """The model and latest trained variables of the run in `workdir`."""
+def load_run(workdir: str | pathlib.Path, mesh: Mesh, layout: Layout = None) -> Run:
+  """The model and latest trained variables of the run in `workdir`.
+
+  Only the variables (params and the model's other collections) are read from the checkpoint,
+  never the optimizer state or the rest of the train state, each array straight into its
+  place on `mesh`: `layout` None or 'replicated' copies it to every device; 'sharded' splits
+  the large arrays over the devices (sharding.split_largest_axis: a teacher too big for one
+  device); or a function (abstract variables, mesh) -> shardings. A damaged newest checkpoint
+  is skipped (with a warning) for the one before it.
+  """
+  if layout is None or isinstance(layout, str):
+    if (layout or "replicated") not in LAYOUTS:
+      raise JaxkdError(f"layout={layout!r}: use one of {sorted(LAYOUTS)} or a function "
+                       "(abstract variables, mesh) -> shardings.")
+    layout = LAYOUTS[layout or "replicated"]
   workdir = pathlib.Path(workdir)
   info_path = workdir / "run_info.json"
   if not (workdir / "config.json").exists() or not info_path.exists():
@@ -53,14 +73,25 @@ def load_run(workdir: str | pathlib.Path, mesh: Mesh) -> Run:
     checkpointer.close()
     raise JaxkdError(f"the run in {workdir} has no checkpoint yet; train it first with "
                      f"python -m jaxkd.main --config=<its config> --workdir={workdir}")
-  # Arrays come back laid out as saved where this process can (same devices); a checkpoint
-  # from another topology (e.g. written by several processes) comes back replicated on `mesh`.
-  # A damaged newest checkpoint is skipped (with a warning) for the one before it.
+
+  def target(stored: Any) -> dict:
+    """{'params', 'model_state'} of the stored train state, each array with its sharding."""
+    if not isinstance(stored, dict) or "params" not in stored:
+      raise JaxkdError(f"the checkpoint in {checkpointer.directory} holds no 'params' (top-level "
+                       f"entries: {sorted(stored) if isinstance(stored, dict) else stored!r}); "
+                       "give the --workdir of a jaxkd training run or export.")
+    shapes = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+    variables = {"params": shapes(stored["params"]), **shapes(stored.get("model_state") or {})}
+    variables = jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                                                      sharding=sharding),
+                             variables, layout(variables, mesh))
+    return {"params": variables.pop("params"), "model_state": variables}
+
   try:
-    step, saved = checkpointer.restore_saved(fallback_sharding=replicated(mesh))
+    step, saved = checkpointer.restore_part(target)
   finally:
     checkpointer.close()
-  variables = replicate({"params": saved["params"], **saved["model_state"]}, mesh)
+  variables = {"params": saved["params"], **saved["model_state"]}
   model = create_model(config.model, info["num_classes"])
   return Run(workdir, config, model, variables, info["num_classes"], tuple(info["image_shape"]), step)
 

@@ -25,23 +25,22 @@ and the final checkpoint are there) and resumes unfinished ones.
 """
 
 import copy
-import csv
 import dataclasses
 import difflib
-import io
+import functools
 import itertools
 import json
 import os
 import pathlib
 import re
 import shlex
-import statistics
 import sys
 from typing import Any, Sequence
 
 import ml_collections
 from absl import flags
 
+from jaxkd import cli, sweep_report
 from jaxkd.errors import JaxkdError
 
 CELL_FILE = "sweep_cell.json"
@@ -288,7 +287,7 @@ class Sweep:
       tests = [r for r in read_metrics(cell.workdir) if r["split"] == "test"]
       best = [r for r in tests if r["step"] == result["best_test_step"]]
       record = {"index": index, "setting": dict(zip([a.key for a in self.axes], cell.setting)),
-                "values": {a.key: _jsonable(v) for a, v in zip(self.axes, cell.values)},
+                "values": {a.key: sweep_report.jsonable(v) for a, v in zip(self.axes, cell.values)},
                 "seed": cell.seed, "step": result["step"],
                 "test_accuracy": result["test_accuracy"], "test_errors": result["test_errors"],
                 "test_count": result["test_count"],
@@ -304,119 +303,33 @@ class Sweep:
 
   # -- report ------------------------------------------------------------------------------
 
-  def aggregate(self) -> list[dict]:
-    """One row per setting: n and mean/std over seeds of the finished cells' numbers."""
-    rows = []
-    for setting in self.settings:
-      cells = [c for c in self.cells if c.setting == setting]
-      done = [r for r in (self.result(c) for c in cells) if r is not None]
-      row = {"setting": dict(zip([a.key for a in self.axes], setting)), "n": len(done),
-             "seeds": [r["seed"] for r in done]}
-      for name in ("best_test_accuracy", "test_accuracy", "best_test_errors", "test_errors"):
-        values = [float(r[name]) for r in done]
-        row[name] = {"mean": statistics.fmean(values) if values else None,
-                     "std": statistics.stdev(values) if len(values) > 1 else None,
-                     "values": values}
-      rows.append(row)
-    return rows
+  def aggregate(self, results: Sequence[dict | None] | None = None) -> list[dict]:
+    """One row per setting: n and mean/std over seeds of the finished cells' numbers.
+
+    `results`: each cell's result (None where unfinished), in cell order; default: read them.
+    """
+    results = [self.result(c) for c in self.cells] if results is None else results
+    by_setting: dict[tuple[str, ...], list[dict]] = {setting: [] for setting in self.settings}
+    for cell, result in zip(self.cells, results):
+      if result is not None:
+        by_setting[cell.setting].append(result)
+    return sweep_report.summarize(self.axes, by_setting)
 
   def write_report(self, argv: Sequence[str] | None = None) -> str:
     """results.md, results.csv, results.json and results.png in the sweep's workdir."""
-    rows = self.aggregate()
-    missing = [c for c in self.cells if self.result(c) is None]
+    results = [self.result(c) for c in self.cells]
+    rows = self.aggregate(results)
+    missing = [c.index for c, r in zip(self.cells, results) if r is None]
     self.workdir.mkdir(parents=True, exist_ok=True)
-    markdown = self.render_markdown(rows, missing, argv)
+    markdown = sweep_report.markdown(
+        rows, self.axes, missing, workdir=self.workdir, seeds=self.seeds, argv=argv,
+        test_count=next((r["test_count"] for r in results if r), None))
     _write_atomic(self.workdir / "results.md", markdown)
-    _write_atomic(self.workdir / "results.csv", self.render_csv(rows))
-    _write_atomic(self.workdir / "results.json", json.dumps(
-        {"axes": [dataclasses.asdict(a) | {"values": [_jsonable(v) for v in a.values]}
-                  for a in self.axes], "seeds": self.seeds, "rows": rows,
-         "missing_cells": [c.index for c in missing]}, indent=2) + "\n")
-    self.plot(rows, self.workdir / "results.png")
+    _write_atomic(self.workdir / "results.csv", sweep_report.csv_text(rows, self.axes))
+    _write_atomic(self.workdir / "results.json",
+                  sweep_report.json_text(rows, self.axes, self.seeds, missing))
+    sweep_report.plot(rows, self.axes, self.workdir / "results.png", self.num_seeds)
     return markdown
-
-  def render_markdown(self, rows: list[dict], missing: Sequence[Cell] = (),
-                      argv: Sequence[str] | None = None) -> str:
-    head = [a.label for a in self.axes] + ["n", "best test accuracy (%)", "final test accuracy (%)",
-                                           "best errors", "final errors"]
-    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
-    for row in rows:
-      numbers = [_pm(row[n], 100.0, 2) for n in ("best_test_accuracy", "test_accuracy")]
-      numbers += [_pm(row[n], 1.0, 1) for n in ("best_test_errors", "test_errors")]
-      lines.append("| " + " | ".join([row["setting"][a.key] for a in self.axes] + [str(row["n"])] +
-                                     numbers) + " |")
-    count = next((r["test_count"] for c in self.cells if (r := self.result(c))), None)
-    notes = [f"Mean ± sample standard deviation over seeds {', '.join(map(str, self.seeds))} "
-             f"(n: finished seeds). Best: the highest test accuracy of any evaluation during "
-             f"training; final: at the last step. Errors out of {count or '?'} test images."]
-    if self.axes:
-      notes.append("Swept: " + "; ".join(f"{a.label} = config.{a.key} in "
-                                         f"{{{', '.join(a.raw)}}}" for a in self.axes) + ".")
-    if missing:
-      notes.append(f"Not finished yet: cells {', '.join(str(c.index) for c in missing)} "
-                   "(see --list).")
-    if argv:
-      notes.append(f"Command: `{' '.join(shlex.quote(a) for a in argv)}`")
-    return "\n".join([f"# Sweep in {self.workdir}", "", *lines, "", *notes,
-                      "", "Plot: results.png.", ""])
-
-  def render_csv(self, rows: list[dict]) -> str:
-    out = io.StringIO()
-    writer = csv.writer(out)
-    names = ("best_test_accuracy", "test_accuracy", "best_test_errors", "test_errors")
-    writer.writerow([a.key for a in self.axes] + ["n", "seeds"] +
-                    [f"{n}_{s}" for n in names for s in ("mean", "std")])
-    for row in rows:
-      writer.writerow([row["setting"][a.key] for a in self.axes] +
-                      [row["n"], " ".join(map(str, row["seeds"]))] +
-                      ["" if row[n][s] is None else repr(row[n][s]) for n in names
-                       for s in ("mean", "std")])
-    return out.getvalue()
-
-  def plot(self, rows: list[dict], path: pathlib.Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    first = self.axes[0] if self.axes else None
-    xs = dict(zip(first.raw, first.values)) if first else {}
-    numeric = bool(first) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
-                                  for v in first.values)
-    position = (lambda raw: float(xs[raw])) if numeric else (
-        lambda raw: first.raw.index(raw) if first else 0)
-    fig, panels = plt.subplots(1, 2, figsize=(10, 4), dpi=120, sharey=True)
-    groups: dict[tuple, list[dict]] = {}
-    for row in rows:
-      if row["n"]:
-        rest = tuple(row["setting"][a.key] for a in self.axes[1:])
-        groups.setdefault(rest, []).append(row)
-    for panel, name, title in ((panels[0], "test_accuracy", "final test accuracy"),
-                               (panels[1], "best_test_accuracy", "best test accuracy")):
-      for rest, members in groups.items():
-        label = ", ".join(f"{a.label}={v}" for a, v in zip(self.axes[1:], rest)) or (
-            f"mean ± std over {self.num_seeds} seed(s)")
-        members = sorted(members, key=lambda r: position(r["setting"][first.key]) if first else 0)
-        panel.errorbar([position(r["setting"][first.key]) if first else 0 for r in members],
-                       [100 * r[name]["mean"] for r in members],
-                       yerr=[100 * (r[name]["std"] or 0.0) for r in members],
-                       marker="o", capsize=4, label=label)
-      panel.set_title(title)
-      panel.set_xlabel(first.label if first else "")
-      panel.grid(alpha=0.3)
-      if numeric and min(xs.values()) > 0 and max(xs.values()) / min(xs.values()) >= 8:
-        panel.set_xscale("log", base=2)
-      if first:
-        panel.set_xticks([position(r) for r in first.raw], list(first.raw))
-      else:
-        panel.set_xticks([0], ["config"])
-    panels[0].set_ylabel("test accuracy (%)")
-    panels[0].legend(fontsize="small")
-    fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
 
   def listing(self, argv: Sequence[str] | None = None) -> str:
     lines = [f"{len(self.cells)} cells ({len(self.settings)} setting(s) x {len(self.seeds)} "
@@ -436,17 +349,6 @@ class Sweep:
       lines += ["", f"one cell:     python -m jaxkd.sweep {base} --cell=K",
                 f"the results:  python -m jaxkd.sweep {base} --report"]
     return "\n".join(lines)
-
-
-def _pm(stats: dict, scale: float, digits: int) -> str:
-  if stats["mean"] is None:
-    return "-"
-  text = f"{scale * stats['mean']:.{digits}f}"
-  return text if stats["std"] is None else f"{text} ± {scale * stats['std']:.{digits}f}"
-
-
-def _jsonable(value: Any) -> Any:
-  return json.loads(json.dumps(value, default=str))
 
 
 def _plain_config(config: ml_collections.ConfigDict) -> dict:
@@ -490,18 +392,8 @@ def define_flags() -> None:
   flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _fail(message: str) -> None:
-  print(f"jaxkd.sweep: error: {message}", file=sys.stderr)
-  sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  try:
-    return flags.FLAGS(argv)
-  except flags.Error as e:
-    _fail(str(e))
-  except AttributeError as e:  # ml_collections: an override names a field the config lacks.
-    _fail(f"unknown config field in an override: {str(e.args[0]).strip(chr(39))}")
+_fail = functools.partial(cli.fail, "jaxkd.sweep")
+parse_flags = cli.flags_parser("jaxkd.sweep")
 
 
 def main(argv: list[str]) -> None:

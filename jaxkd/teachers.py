@@ -10,7 +10,7 @@ from jaxkd.data import ArrayDataset
 from jaxkd.distill import Objective
 from jaxkd.errors import JaxkdError
 from jaxkd.runs import load_run
-from jaxkd.sharding import place, replicated, split_largest_axis
+from jaxkd.sharding import place
 from jaxkd.soft_labels import load_soft_labels
 
 
@@ -38,15 +38,18 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
     names = [t.label for t in objective.terms if t.fn.uses_teacher]
     raise JaxkdError(f"objective term(s) {names} need a teacher: set distill.teachers to the "
                      "workdir(s) of trained teachers, or distill.soft_labels to cached soft labels.")
-  runs = [load_run(workdir, mesh) for workdir in teachers]
+  # Each teacher's variables are read straight into their layout (a sharded teacher is never
+  # whole on one device), without its optimizer state.
+  shard = config.get("shard_teacher", False)
+  runs = [load_run(workdir, mesh, layout="sharded" if shard else "replicated")
+          for workdir in teachers]
   for run in runs:
     if run.num_classes != train_data.num_classes:
       raise JaxkdError(f"the teacher in {run.workdir} predicts {run.num_classes} classes but the "
                        f"student's dataset {train_data.name} has {train_data.num_classes}; "
                        "distil between models of the same classes.")
     if run.image_shape != train_data.image_shape:
-      raise JaxkdError(f"the teacher in {run.workdir} takes images {run.image_shape}, the "
-                       f"student's data are {train_data.image_shape}.")
+      raise JaxkdError(_image_shape_mismatch(run, train_data))
     teacher_fields = run.preprocess()
     if (teacher_fields.mean, teacher_fields.std) != (preprocess_fields["mean"], preprocess_fields["std"]):
       raise JaxkdError(f"the teacher in {run.workdir} was trained on inputs normalised with mean "
@@ -54,9 +57,29 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
                        f"{preprocess_fields['mean']} / {preprocess_fields['std']}; use the same "
                        "dataset.mean and dataset.std.")
   variables = [r.variables for r in runs]
-  if config.get("shard_teacher", False) or dtype != "float32":
-    layout = split_largest_axis if config.get("shard_teacher", False) else (
-        lambda tree, mesh: jax.tree.map(lambda _: replicated(mesh), tree))
-    variables = [place(v, layout(v, mesh), None if dtype == "float32" else jnp.dtype(dtype))
+  if dtype != "float32":  # Cast in place: each array keeps the layout it was loaded into.
+    variables = [place(v, jax.tree.map(lambda x: x.sharding, v), jnp.dtype(dtype))
                  for v in variables]
   return [r.model for r in runs], variables, None
+
+
+def _image_shape_mismatch(run, train_data) -> str:
+  """The error for a teacher whose images differ from the student's: what differs and which
+  settings align them (the teacher's own, from its config.json)."""
+  dataset = run.config.dataset
+  settings = [f"dataset.name={dataset.get('name')!r}"]
+  if dataset.get("name") == "npz":
+    settings.append(f"dataset.path={dataset.get('path')!r}")
+  if dataset.get("image_size") is not None:
+    settings.append(f"dataset.image_size={dataset.get('image_size')}")
+  message = (f"the teacher in {run.workdir} takes images {run.image_shape}, the student's data "
+             f"({train_data.name}) are {train_data.image_shape}; teacher and student must see the "
+             f"same images. Give the student the teacher's dataset settings ({', '.join(settings)}"
+             f", as in {run.workdir}/config.json), or distil from a teacher trained on the "
+             "student's dataset.")
+  height, width, channels = run.image_shape
+  if hasattr(train_data, "image_size") and height == width and (
+      channels == train_data.image_shape[-1]):  # Streamed data: its size is a setting.
+    message += (f" For the student's streamed {train_data.name}, dataset.image_size={height} "
+                "gives the teacher's size.")
+  return message

@@ -1,6 +1,7 @@
 """Scale and reliability: bfloat16 compute, a teacher sharded over the devices, and what the
 distillation step communicates (read from the compiled program for 8 devices)."""
 
+import dataclasses
 import functools
 import types
 
@@ -10,15 +11,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from conftest import toy_arrays, toy_config
 
-from jaxkd import config_base, train
-from jaxkd.data import ArrayDataset, Preprocess, TrainBatches
+from jaxkd import config_base, teachers, train
+from jaxkd.checkpoint import Checkpointer
+from jaxkd.data import ArrayDataset, Preprocess, TrainBatches, preprocessing
 from jaxkd.distill import build_objective
 from jaxkd.errors import JaxkdError
 from jaxkd.hlo_stats import collective_bytes, collectives
 from jaxkd.models import MODELS, create_model
+from jaxkd.runs import Run, load_run
 from jaxkd.sharding import (make_mesh, place, replicate, replicated, shard_batch,
                             split_largest_axis)
 
@@ -35,6 +39,110 @@ class ConvBNNet(nn.Module):
   def __call__(self, x, train: bool = False):
     x = nn.relu(nn.BatchNorm(use_running_average=not train)(nn.Conv(8, (3, 3))(x)))
     return nn.Dense(self.num_classes)(jnp.mean(x, axis=(1, 2)))
+
+
+@MODELS.register("test_wide_bn_net")
+class WideBNNet(nn.Module):
+  """A wide hidden layer (a [64, 1024] kernel on 8x8 images: split 8 ways) and BatchNorm
+  statistics (a collection besides params)."""
+
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    x = nn.Dense(1024)(x.reshape(x.shape[0], -1))
+    x = nn.relu(nn.BatchNorm(use_running_average=not train)(x))
+    return nn.Dense(self.num_classes)(x)
+
+
+@pytest.fixture(scope="module")
+def wide_teacher(tmp_path_factory):
+  """The workdir of a WideBNNet trained 2 steps with momentum (so its checkpoint holds
+  optimizer state as big as its params)."""
+  workdir = tmp_path_factory.mktemp("wide_teacher")
+  config = toy_config(num_steps=2, log_every_steps=2, checkpoint_every_steps=2)
+  config.model = ml_collections.ConfigDict({"name": "test_wide_bn_net"})
+  datasets = tuple(ArrayDataset(*toy_arrays(n, seed), num_classes=4, name="toy", split=split)
+                   for n, seed, split in ((128, 0, "train"), (64, 1, "test")))
+  train.train_and_evaluate(config, workdir, datasets=datasets)
+  return workdir
+
+
+def _array_reads(monkeypatch) -> dict:
+  """{name ('params.Dense_0.kernel', ...): sharding read into} of each array orbax reads
+  from disk from now on."""
+  reads, deserialize = {}, ocp.type_handlers.ArrayHandler.deserialize
+
+  async def recording(self, infos, args=None):
+    for info, arg in zip(infos, args or [None] * len(infos)):
+      reads[info.name] = getattr(arg, "sharding", None)
+    return await deserialize(self, infos, args)
+
+  monkeypatch.setattr(ocp.type_handlers.ArrayHandler, "deserialize", recording)
+  return reads
+
+
+def test_a_sharded_teacher_is_read_straight_into_its_shards_without_optimizer_state(
+    wide_teacher, monkeypatch):
+  checkpointer = Checkpointer(wide_teacher, every_steps=1, read_only=True)
+  stored = checkpointer.manager.item_metadata(checkpointer.latest_step()).tree
+  checkpointer.close()
+  assert len(jax.tree.leaves(stored["opt_state"])) >= len(jax.tree.leaves(stored["params"]))
+  mesh = make_mesh()
+  reads = _array_reads(monkeypatch)
+  sharded = load_run(wide_teacher, mesh, layout="sharded")
+  # Only the variables were read from disk, nothing of the optimizer state or the step's rng.
+  assert {f.name for f in dataclasses.fields(Run)}.isdisjoint({"opt_state", "state"})
+  assert set(sharded.variables) == {"params", "batch_stats"}
+  assert reads and all(name.startswith(("params.", "model_state.")) for name in reads), reads
+  assert len(reads) == len(jax.tree.leaves(sharded.variables))
+  # The wide kernel was read in 8 column blocks, one per device (never whole on one); the
+  # rest (small) whole.
+  kernel = sharded.variables["params"]["Dense_0"]["kernel"]
+  assert reads["params.Dense_0.kernel"] == kernel.sharding
+  assert kernel.shape == (64, 1024) and not kernel.sharding.is_fully_replicated
+  assert {shard.data.shape for shard in kernel.addressable_shards} == {(64, 128)}
+  assert len({shard.device for shard in kernel.addressable_shards}) == 8
+  others = [x for x in jax.tree.leaves(sharded.variables) if x is not kernel]
+  assert others and all(x.sharding.is_fully_replicated for x in others)
+  # The same values as loaded replicated (the default).
+  whole = load_run(wide_teacher, mesh)
+  assert all(x.sharding.is_fully_replicated for x in jax.tree.leaves(whole.variables))
+  assert jax.tree.structure(whole.variables) == jax.tree.structure(sharded.variables)
+  for a, b in zip(jax.tree.leaves(whole.variables), jax.tree.leaves(sharded.variables)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  assert whole.step == sharded.step == 2
+  with pytest.raises(JaxkdError, match=r"layout='diagonal': use one of \['replicated', "):
+    load_run(wide_teacher, mesh, layout="diagonal")
+
+
+def test_shard_teacher_loads_each_teacher_sharded_and_casts_it_in_place(wide_teacher,
+                                                                        monkeypatch):
+  layouts = []
+
+  def spy(workdir, mesh, layout=None):
+    layouts.append(layout)
+    return load_run(workdir, mesh, layout)
+
+  monkeypatch.setattr(teachers, "load_run", spy)
+  mesh = make_mesh()
+  config = ml_collections.ConfigDict({"teachers": (str(wide_teacher),), "soft_labels": (),
+                                      "shard_teacher": True})
+  objective = build_objective(ml_collections.ConfigDict({"terms": KD,
+                                                         "teacher_combine": "average"}), 8, 8)
+  data = ArrayDataset(*toy_arrays(64, 0), num_classes=4, name="toy", split="train")
+  fields = preprocessing(toy_config().dataset, 1)
+  _, (variables,), _ = teachers.prepare_teachers(config, objective, data, fields, mesh,
+                                                 dtype="bfloat16")
+  assert layouts == ["sharded"]
+  kernel = variables["params"]["Dense_0"]["kernel"]
+  assert kernel.dtype == jnp.bfloat16
+  assert {shard.data.shape for shard in kernel.addressable_shards} == {(64, 128)}
+
+  small = ArrayDataset(*toy_arrays(64, 0, size=4), num_classes=4, name="toy", split="train")
+  with pytest.raises(JaxkdError, match=r"takes images \(8, 8, 1\), the student's data \(toy\) "
+                                       r"are \(4, 4, 1\).*dataset.name='npz'.*config.json"):
+    teachers.prepare_teachers(config, objective, small, fields, mesh)
 
 
 def _setup(student, teacher_widths, terms=KD):

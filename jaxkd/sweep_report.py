@@ -1,0 +1,151 @@
+"""A sweep's results: per-setting statistics over seeds, and their table, CSV, JSON and plot.
+
+Plain functions of the finished cells' results (the sweep_cell.json records) and the swept
+axes (jaxkd.sweep.Axis); jaxkd.sweep gathers the results and writes the files.
+"""
+
+import csv
+import dataclasses
+import io
+import json
+import os
+import pathlib
+import shlex
+import statistics
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+if TYPE_CHECKING:
+  from jaxkd.sweep import Axis
+
+NUMBERS = ("best_test_accuracy", "test_accuracy", "best_test_errors", "test_errors")
+
+
+def summarize(axes: Sequence["Axis"], results_by_setting: Mapping[tuple[str, ...], Sequence[dict]]
+              ) -> list[dict]:
+  """One row per setting: n and mean/std over seeds of the finished cells' numbers.
+
+  `results_by_setting` maps each setting (the raw value of each axis, in axis order) to
+  the results of its finished cells, in seed order; rows come in the mapping's order.
+  """
+  rows = []
+  for setting, done in results_by_setting.items():
+    row = {"setting": dict(zip([a.key for a in axes], setting)), "n": len(done),
+           "seeds": [r["seed"] for r in done]}
+    for name in NUMBERS:
+      values = [float(r[name]) for r in done]
+      row[name] = {"mean": statistics.fmean(values) if values else None,
+                   "std": statistics.stdev(values) if len(values) > 1 else None,
+                   "values": values}
+    rows.append(row)
+  return rows
+
+
+def markdown(rows: list[dict], axes: Sequence["Axis"], missing: Sequence[int] = (), *,
+             workdir: pathlib.Path, seeds: Sequence[int], test_count: int | None = None,
+             argv: Sequence[str] | None = None) -> str:
+  """results.md: the table of `rows` and notes (seeds, swept keys, the `missing` cell indices,
+  the command `argv`) for the sweep in `workdir`; `test_count`: test images per evaluation."""
+  head = [a.label for a in axes] + ["n", "best test accuracy (%)", "final test accuracy (%)",
+                                    "best errors", "final errors"]
+  lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+  for row in rows:
+    numbers = [_pm(row[n], 100.0, 2) for n in ("best_test_accuracy", "test_accuracy")]
+    numbers += [_pm(row[n], 1.0, 1) for n in ("best_test_errors", "test_errors")]
+    lines.append("| " + " | ".join([row["setting"][a.key] for a in axes] + [str(row["n"])] +
+                                   numbers) + " |")
+  notes = [f"Mean ± sample standard deviation over seeds {', '.join(map(str, seeds))} "
+           f"(n: finished seeds). Best: the highest test accuracy of any evaluation during "
+           f"training; final: at the last step. Errors out of {test_count or '?'} test images."]
+  if axes:
+    notes.append("Swept: " + "; ".join(f"{a.label} = config.{a.key} in "
+                                       f"{{{', '.join(a.raw)}}}" for a in axes) + ".")
+  if missing:
+    notes.append(f"Not finished yet: cells {', '.join(str(i) for i in missing)} "
+                 "(see --list).")
+  if argv:
+    notes.append(f"Command: `{' '.join(shlex.quote(a) for a in argv)}`")
+  return "\n".join([f"# Sweep in {workdir}", "", *lines, "", *notes,
+                    "", "Plot: results.png.", ""])
+
+
+def csv_text(rows: list[dict], axes: Sequence["Axis"]) -> str:
+  """results.csv: one line per row, each number's mean and std (empty where there is none)."""
+  out = io.StringIO()
+  writer = csv.writer(out)
+  writer.writerow([a.key for a in axes] + ["n", "seeds"] +
+                  [f"{n}_{s}" for n in NUMBERS for s in ("mean", "std")])
+  for row in rows:
+    writer.writerow([row["setting"][a.key] for a in axes] +
+                    [row["n"], " ".join(map(str, row["seeds"]))] +
+                    ["" if row[n][s] is None else repr(row[n][s]) for n in NUMBERS
+                     for s in ("mean", "std")])
+  return out.getvalue()
+
+
+def json_text(rows: list[dict], axes: Sequence["Axis"], seeds: Sequence[int],
+              missing: Sequence[int] = ()) -> str:
+  """results.json: the axes, seeds, rows and the indices of the cells not finished yet."""
+  return json.dumps(
+      {"axes": [dataclasses.asdict(a) | {"values": [jsonable(v) for v in a.values]}
+                for a in axes], "seeds": list(seeds), "rows": rows,
+       "missing_cells": list(missing)}, indent=2) + "\n"
+
+
+def plot(rows: list[dict], axes: Sequence["Axis"], path: pathlib.Path, num_seeds: int) -> None:
+  """results.png at `path`: final and best test accuracy against the first axis, one line
+  per combination of the other axes' values, with std error bars."""
+  import matplotlib
+
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+
+  first = axes[0] if axes else None
+  xs = dict(zip(first.raw, first.values)) if first else {}
+  numeric = bool(first) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                for v in first.values)
+  position = (lambda raw: float(xs[raw])) if numeric else (
+      lambda raw: first.raw.index(raw) if first else 0)
+  fig, panels = plt.subplots(1, 2, figsize=(10, 4), dpi=120, sharey=True)
+  groups: dict[tuple, list[dict]] = {}
+  for row in rows:
+    if row["n"]:
+      rest = tuple(row["setting"][a.key] for a in axes[1:])
+      groups.setdefault(rest, []).append(row)
+  for panel, name, title in ((panels[0], "test_accuracy", "final test accuracy"),
+                             (panels[1], "best_test_accuracy", "best test accuracy")):
+    for rest, members in groups.items():
+      label = ", ".join(f"{a.label}={v}" for a, v in zip(axes[1:], rest)) or (
+          f"mean ± std over {num_seeds} seed(s)")
+      members = sorted(members, key=lambda r: position(r["setting"][first.key]) if first else 0)
+      panel.errorbar([position(r["setting"][first.key]) if first else 0 for r in members],
+                     [100 * r[name]["mean"] for r in members],
+                     yerr=[100 * (r[name]["std"] or 0.0) for r in members],
+                     marker="o", capsize=4, label=label)
+    panel.set_title(title)
+    panel.set_xlabel(first.label if first else "")
+    panel.grid(alpha=0.3)
+    if numeric and min(xs.values()) > 0 and max(xs.values()) / min(xs.values()) >= 8:
+      panel.set_xscale("log", base=2)
+    if first:
+      panel.set_xticks([position(r) for r in first.raw], list(first.raw))
+    else:
+      panel.set_xticks([0], ["config"])
+  panels[0].set_ylabel("test accuracy (%)")
+  panels[0].legend(fontsize="small")
+  fig.tight_layout()
+  tmp = path.with_name(path.name + ".tmp.png")
+  fig.savefig(tmp)
+  plt.close(fig)
+  os.replace(tmp, path)
+
+
+def jsonable(value: Any) -> Any:
+  """`value` as JSON would give it back (tuples as lists, unknown types as str)."""
+  return json.loads(json.dumps(value, default=str))
+
+
+def _pm(stats: dict, scale: float, digits: int) -> str:
+  if stats["mean"] is None:
+    return "-"
+  text = f"{scale * stats['mean']:.{digits}f}"
+  return text if stats["std"] is None else f"{text} ± {scale * stats['std']:.{digits}f}"
