@@ -323,7 +323,8 @@ def environment(mesh=None) -> dict:
           "devices_used": 1 if mesh is None else int(mesh.devices.size),
           "jax_version": jax.__version__, "jaxlib_version": jax.lib.__version__,
           "threads": cpu_threads(), "cpu_count": os.cpu_count(),
-          "xla_flags": os.environ.get("XLA_FLAGS", ""), "python": platform.python_version()}
+          "xla_flags": os.environ.get("XLA_FLAGS", ""), "python": platform.python_version(),
+          "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 def markdown_table(rows: Sequence[dict]) -> str:

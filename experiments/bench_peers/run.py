@@ -52,6 +52,7 @@ from jaxkd.data import preprocessing
 LEARNING_RATE = bench.LEARNING_RATE
 TEMPERATURE = 4.0
 CE_WEIGHT = 0.1  # KDLoss alpha; beta = 1 - alpha = 0.9 on T^2 * KL
+FORWARD = "forward_batch_only"  # torchdistill's forward process: model(images)
 
 
 # ----- The pairs' models in PyTorch (same layers, shapes and parameter counts as jaxkd's).
@@ -156,7 +157,7 @@ def torch_runner(mode: str, pair: bench.Pair, host_batch: dict, seed: int = 0):
   optimizer = {"key": "SGD", "kwargs": {"lr": LEARNING_RATE, "momentum": 0.9}}
   device = torch.device("cpu")
   if mode == "student":
-    config = {"num_epochs": 1, "model": {}, "optimizer": optimizer, "criterion": {
+    config = {"num_epochs": 1, "model": {"forward_proc": FORWARD}, "optimizer": optimizer, "criterion": {
         "key": "WeightedSumLoss", "kwargs": {"sub_terms": {"ce": {
             "criterion": {"key": "CrossEntropyLoss", "kwargs": {"reduction": "mean"}},
             "criterion_wrapper": {"key": "SimpleLossWrapper", "kwargs": {
@@ -165,7 +166,8 @@ def torch_runner(mode: str, pair: bench.Pair, host_batch: dict, seed: int = 0):
     box = get_training_box(student, {}, config, device, None, False, 1)
   elif mode == "online":
     teacher = torch_model(pair.teacher, pair).eval()  # Inference mode, as jaxkd's teacher.
-    config = {"num_epochs": 1, "teacher": {"requires_grad": False}, "student": {},
+    config = {"num_epochs": 1, "teacher": {"requires_grad": False, "forward_proc": FORWARD},
+              "student": {"forward_proc": FORWARD},
               "optimizer": optimizer, "criterion": {
                   "key": "WeightedSumLoss", "kwargs": {"sub_terms": {"kd": {
                       "criterion": {"key": "KDLoss", "kwargs": {
@@ -218,7 +220,8 @@ def compare_pair(pair: bench.Pair, batch_size: int | None, steps: int | None, wa
   times = bench.time_rounds(runs, steps, warmup, rounds)
   env = {**bench.environment(setup.mesh), "torch_version": torch.__version__,
          "torchdistill_version": torchdistill.__version__, "torch_threads": torch.get_num_threads(),
-         "torch_interop_threads": torch.get_num_interop_threads()}
+         "torch_interop_threads": torch.get_num_interop_threads(),
+         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}
   rows = []
   for mode in MODES:
     jax_times, torch_times = times[f"jaxkd/{mode}"], times[f"torchdistill/{mode}"]
@@ -264,6 +267,10 @@ def main(argv=None) -> list[dict]:
   say(f"torch {torch.__version__} with {torch.get_num_threads()} threads, torchdistill "
       f"{torchdistill.__version__}; jax {jax.__version__} on {jax.devices()[0].device_kind} "
       f"with XLA's CPU pool over {threads} CPUs")
+  load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+  if load > threads and not os.environ.get("OMP_WAIT_POLICY"):
+    say(f"warning: load average {load:.1f} on {threads} CPUs; torch's OpenMP threads spin-wait "
+        "and lose most of their speed on a busy machine (OMP_WAIT_POLICY=PASSIVE avoids it)")
   pairs = list(bench.PAIRS.values()) if args.pair == "all" else [bench.PAIRS[args.pair]]
   rows = []
   for pair in pairs:
