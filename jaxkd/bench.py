@@ -1,11 +1,13 @@
 """Speed of the train step users run, per teacher/student pair and distillation mode.
 
   python -m jaxkd.bench [--pair=mlp|resnet32x4-resnet8x4|all] [--batch_size=N] [--steps=N]
-      [--warmup=N] [--peak_size=N] [--json=PATH] [--peers]
+      [--warmup=N] [--rounds=N] [--modes=student,online,...] [--peak_size=N] [--json=PATH]
+      [--peers]
 
 For each pair, on synthetic data of the pair's shape (uint8 images, as the input
-pipeline ships them), and after compilation and warm-up steps, each step is timed
-on its own (dispatch to jax.block_until_ready) and the median is reported:
+pipeline ships them), every mode is compiled, then the modes run in interleaved
+rounds (warm-up steps, then timed ones, each mode in turn), each step timed on its
+own (dispatch to jax.block_until_ready); the median is reported:
 
   teacher_forward  the teacher's inference pass (preprocessing included)
   student          student-only training, ce
@@ -188,8 +190,9 @@ def prepare_teacher_forward(setup: Setup) -> Runner:
 
   images = shard_batch({"image": setup.host_batch["image"]}, mesh)["image"]
   start = time.perf_counter()
-  compiled = jax.jit(forward, in_shardings=(replicated(mesh), batch_sharding(mesh)),
-                     out_shardings=replicated(mesh)).lower(setup.teacher_variables, images).compile()
+  jitted = jax.jit(forward, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                   out_shardings=replicated(mesh))
+  compiled = jitted.lower(setup.teacher_variables, images).compile()
   return Runner("teacher_forward", lambda: compiled(setup.teacher_variables, images),
                 flops_of(compiled), time.perf_counter() - start)
 
@@ -359,7 +362,8 @@ def targets(rows: Sequence[dict]) -> list[str]:
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m jaxkd.bench", description=__doc__.split("\n\n")[0],
+  parser = argparse.ArgumentParser(prog="python -m jaxkd.bench",
+                                   description=__doc__.split("\n\n")[0],
                                    formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument("--pair", default="all", choices=[*PAIRS, "all"])
   parser.add_argument("--batch_size", type=int, default=None,
@@ -367,7 +371,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--steps", type=int, default=None,
                       help="timed steps per mode (default: the pair's, mlp 40, resnet 4)")
   parser.add_argument("--warmup", type=int, default=None,
-                      help="untimed steps after compilation (default: mlp 5, resnet 1)")
+                      help="untimed steps per mode in each round (default: mlp 3, resnet 1)")
   parser.add_argument("--rounds", type=int, default=None,
                       help="interleaved rounds the timed steps are split over (default: mlp 4, "
                            "resnet 2)")
@@ -397,16 +401,16 @@ def main(argv: Sequence[str] | None = None) -> list[dict]:
   env = environment(make_mesh(jax.devices()[:1]))
   say(f"device: {env['device_kind']} ({env['platform']}), jax {env['jax_version']}, "
       f"{env['threads']} CPU threads")
-  peak = matmul_peak(args.peak_size)
+  peak = matmul_peak(args.peak_size, repeats=10)
   rows = []
   for pair in pairs:
     rows += bench_pair(pair, args.batch_size, args.steps, args.warmup, modes, None, args.rounds,
                        log=say)
   # The peak before and after the steps, the best of both (a shared machine's load drifts).
-  later = matmul_peak(args.peak_size)
+  later = matmul_peak(args.peak_size, repeats=10)
   peak = max(peak, later, key=lambda p: p["gflops"])
   say(f"matmul peak: {peak['gflops']:.1f} GFLOP/s (float32 {peak['size']}^3 in "
-      f"{peak['seconds'] * 1e3:.1f} ms, best of 5 before and 5 after)")
+      f"{peak['seconds'] * 1e3:.1f} ms, best of 10 before and 10 after)")
   rows = [add_peak(row, peak) for row in rows]
   lines = [json.dumps(row, sort_keys=True) for row in rows]
   print(markdown_table(rows))

@@ -89,3 +89,23 @@ def test_time_rounds_interleaves_and_counts():
                             steps=4, warmup=1, rounds=2)
   assert {k: len(v) for k, v in times.items()} == {"a": 4, "b": 4}
   assert calls == ["a"] * 3 + ["b"] * 3 + ["a"] * 3 + ["b"] * 3
+
+
+def test_peers_compute_the_same_loss_as_torchdistill():
+  """experiments/bench_peers (only where the 'bench' extra is installed): both sides run,
+  and from the same weights they give the same first loss."""
+  pytest.importorskip("torchdistill")
+  import importlib.util
+  import pathlib
+
+  script = pathlib.Path(__file__).parents[1] / "experiments" / "bench_peers" / "run.py"
+  spec = importlib.util.spec_from_file_location("bench_peers", script)
+  peers = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(peers)
+  rows = peers.compare_pair(TINY, batch_size=16, steps=2, warmup=1, rounds=1)
+  assert [r["mode"] for r in rows] == ["student", "online"]
+  for row in rows:
+    assert row["speed_ratio"] > 0 and row["torchdistill_ms_per_step"] > 0
+    assert row["student_params_jaxkd"] == row["student_params_torch"]
+    assert row["teacher_params_jaxkd"] == row["teacher_params_torch"]
+    assert row["jaxkd_first_loss"] == pytest.approx(row["torchdistill_first_loss"], rel=1e-5)

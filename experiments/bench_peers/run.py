@@ -17,7 +17,8 @@ synchronous; jaxkd's is waited on with jax.block_until_ready), the two framework
 steps interleaved in rounds, and the median is reported.
 
 Threads: torch.set_num_threads(T) with T the CPUs this process may use, which is
-also the size of XLA's CPU thread pool (it uses every schedulable core).
+also the size of XLA's CPU thread pool (it uses every schedulable core). Where jax's
+first device is a GPU, torch runs on CUDA (each step ends with a synchronize).
 
 What differs, against jaxkd: its step also converts the uint8 batch to float and
 normalises it (and for CIFAR randomly crops and flips it) on the device, while
@@ -26,6 +27,7 @@ outside the step).
 """
 
 import argparse
+import copy
 import json
 import os
 import pathlib
@@ -142,40 +144,39 @@ def jax_param_count(model, image_shape) -> int:
 
 # ----- torchdistill's boxes.
 
-def _logits(is_from_teacher: bool = False) -> dict:
-  return {"is_from_teacher": is_from_teacher, "module_path": ".", "io": "output"}
+# torchdistill's configs (what its YAML files say), as dicts.
+CE_CRITERION = {"key": "WeightedSumLoss", "kwargs": {"sub_terms": {"ce": {
+    "criterion": {"key": "CrossEntropyLoss", "kwargs": {"reduction": "mean"}},
+    "criterion_wrapper": {"key": "SimpleLossWrapper", "kwargs": {
+        "input": {"is_from_teacher": False, "module_path": ".", "io": "output"},
+        "target": {"uses_label": True}}},
+    "weight": 1.0}}}}
+KD_CRITERION = {"key": "WeightedSumLoss", "kwargs": {"sub_terms": {"kd": {
+    "criterion": {"key": "KDLoss", "kwargs": {
+        "student_module_path": ".", "student_module_io": "output",
+        "teacher_module_path": ".", "teacher_module_io": "output",
+        "temperature": TEMPERATURE, "alpha": CE_WEIGHT, "reduction": "batchmean"}},
+    "weight": 1.0}}}}
+OPTIMIZER = {"key": "SGD", "kwargs": {"lr": LEARNING_RATE, "momentum": 0.9}}
 
 
 def torch_runner(mode: str, pair: bench.Pair, host_batch: dict, seed: int = 0):
-  """One torchdistill training iteration (forward_process + post_forward_process)."""
+  """(run, box): run() is one torchdistill training iteration (forward_process +
+  post_forward_process) on the batch."""
   torch.manual_seed(seed)
   student = torch_model(pair.student, pair)
-  mean, std = _normalisation(pair)
-  images = torch.from_numpy(host_batch["image"]).float().div(255.0)
-  images = ((images - mean) / std).permute(0, 3, 1, 2).contiguous()  # NCHW
-  targets = torch.from_numpy(host_batch["label"]).long()
-  optimizer = {"key": "SGD", "kwargs": {"lr": LEARNING_RATE, "momentum": 0.9}}
-  device = torch.device("cpu")
+  device = torch_device()
+  images, targets = (t.to(device) for t in torch_batch(pair, host_batch))
+  optimizer = copy.deepcopy(OPTIMIZER)  # torchdistill scales lr in place (lr_factor)
   if mode == "student":
-    config = {"num_epochs": 1, "model": {"forward_proc": FORWARD}, "optimizer": optimizer, "criterion": {
-        "key": "WeightedSumLoss", "kwargs": {"sub_terms": {"ce": {
-            "criterion": {"key": "CrossEntropyLoss", "kwargs": {"reduction": "mean"}},
-            "criterion_wrapper": {"key": "SimpleLossWrapper", "kwargs": {
-                "input": _logits(), "target": {"uses_label": True}}},
-            "weight": 1.0}}}}}
+    config = {"num_epochs": 1, "model": {"forward_proc": FORWARD}, "optimizer": optimizer,
+              "criterion": copy.deepcopy(CE_CRITERION)}
     box = get_training_box(student, {}, config, device, None, False, 1)
   elif mode == "online":
     teacher = torch_model(pair.teacher, pair).eval()  # Inference mode, as jaxkd's teacher.
     config = {"num_epochs": 1, "teacher": {"requires_grad": False, "forward_proc": FORWARD},
-              "student": {"forward_proc": FORWARD},
-              "optimizer": optimizer, "criterion": {
-                  "key": "WeightedSumLoss", "kwargs": {"sub_terms": {"kd": {
-                      "criterion": {"key": "KDLoss", "kwargs": {
-                          "student_module_path": ".", "student_module_io": "output",
-                          "teacher_module_path": ".", "teacher_module_io": "output",
-                          "temperature": TEMPERATURE, "alpha": CE_WEIGHT,
-                          "reduction": "batchmean"}},
-                      "weight": 1.0}}}}}
+              "student": {"forward_proc": FORWARD}, "optimizer": optimizer,
+              "criterion": copy.deepcopy(KD_CRITERION)}
     box = get_distillation_box(teacher, student, {}, config, device, None, False, 1)
   else:
     raise ValueError(f"no torchdistill runner for mode '{mode}'")
@@ -184,15 +185,55 @@ def torch_runner(mode: str, pair: bench.Pair, host_batch: dict, seed: int = 0):
   def run():
     loss = box.forward_process(images, targets)
     box.post_forward_process(loss=loss)
-    return None
+    if device.type == "cuda":
+      torch.cuda.synchronize()
 
   return run, box
 
 
-def _normalisation(pair: bench.Pair):
-  """The dataset's mean and std, as jaxkd's preprocessing uses them."""
+def torch_device() -> "torch.device":
+  """CUDA where jax runs on a GPU (and torch sees one), else the CPU."""
+  gpu = jax.devices()[0].platform == "gpu" and torch.cuda.is_available()
+  return torch.device("cuda" if gpu else "cpu")
+
+
+def torch_batch(pair: bench.Pair, host_batch: dict):
+  """The batch as torchdistill's DataLoader hands it over: float32 NCHW images normalised
+  with the dataset's mean and std (jaxkd's preprocessing), int64 labels."""
   fields = preprocessing(ml_collections.ConfigDict({"name": pair.dataset}), pair.image_shape[-1])
-  return torch.tensor(fields["mean"]), torch.tensor(fields["std"])
+  mean, std = torch.tensor(fields["mean"]), torch.tensor(fields["std"])
+  images = torch.from_numpy(host_batch["image"]).float().div(255.0)
+  images = ((images - mean) / std).permute(0, 3, 1, 2).contiguous()
+  return images, torch.from_numpy(host_batch["label"]).long()
+
+
+def same_loss_check(setup: bench.Setup, pair: bench.Pair) -> dict | None:
+  """Both frameworks' first online-distillation loss from the same weights and images (MLP
+  pair only: no augmentation, and Dense kernels map onto Linear weights transposed)."""
+  if pair.student["name"] != "mlp" or setup.preprocess.crop_padding or setup.preprocess.flip:
+    return None
+  compiled, state, teacher_variables, batch = bench.build_train_step(setup, "online")
+  student_params = jax.device_get(state.params)
+  teacher_params = jax.device_get(setup.teacher_variables["params"])
+  _, metrics = compiled(state, teacher_variables, batch)
+  jax_loss = float(metrics["loss"])
+
+  def load(module: MLP, params: dict) -> MLP:
+    linears = [m for m in module.body if isinstance(m, nn.Linear)] + [module.fc]
+    names = [f"dense{i}" for i in range(len(linears) - 1)] + ["head"]
+    with torch.no_grad():
+      for linear, name in zip(linears, names):
+        linear.weight.copy_(torch.from_numpy(np.asarray(params[name]["kernel"]).T.copy()))
+        linear.bias.copy_(torch.from_numpy(np.array(params[name]["bias"])))
+    return module
+
+  _, box = torch_runner("online", pair, setup.host_batch)
+  load(box.student_model, student_params)
+  load(box.teacher_model, teacher_params)
+  with torch.no_grad():
+    batch = [t.to(torch_device()) for t in torch_batch(pair, setup.host_batch)]
+    torch_loss = float(box.forward_process(*batch))
+  return {"jaxkd_first_loss": jax_loss, "torchdistill_first_loss": torch_loss}
 
 
 # ----- The comparison.
@@ -215,6 +256,9 @@ def compare_pair(pair: bench.Pair, batch_size: int | None, steps: int | None, wa
             "student_params_torch": param_count(torch_model(pair.student, pair)),
             "teacher_params_jaxkd": jax_param_count(setup.teacher, pair.image_shape),
             "teacher_params_torch": param_count(torch_model(pair.teacher, pair))}
+  check = same_loss_check(setup, pair)
+  if check:
+    counts.update(check)
   if log:
     log(f"  {pair.name}: parameters {counts}")
   times = bench.time_rounds(runs, steps, warmup, rounds)
@@ -233,7 +277,8 @@ def compare_pair(pair: bench.Pair, batch_size: int | None, steps: int | None, wa
                  "torchdistill_examples_per_sec": batch_size / torch_ms * 1e3,
                  "speed_ratio": torch_ms / jax_ms, "jaxkd_gflop_per_step": flops[mode] / 1e9,
                  "jaxkd_compile_s": compile_s[mode],
-                 "jaxkd_ms_min": min(jax_times) * 1e3, "torchdistill_ms_min": min(torch_times) * 1e3,
+                 "jaxkd_ms_min": min(jax_times) * 1e3,
+                 "torchdistill_ms_min": min(torch_times) * 1e3,
                  **counts, **env})
     if log:
       log(f"  {pair.name} {mode}: jaxkd {jax_ms:.2f} ms, torchdistill {torch_ms:.2f} ms, "
@@ -246,7 +291,8 @@ def markdown_table(rows) -> str:
            "torchdistill examples/s | jaxkd speed / torchdistill |",
            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
   for r in rows:
-    lines.append(f"| {r['pair']} | {r['mode']} | {r['batch_size']} | {r['jaxkd_ms_per_step']:.2f} | "
+    lines.append(f"| {r['pair']} | {r['mode']} | {r['batch_size']} | "
+                 f"{r['jaxkd_ms_per_step']:.2f} | "
                  f"{r['torchdistill_ms_per_step']:.2f} | {r['jaxkd_examples_per_sec']:.0f} | "
                  f"{r['torchdistill_examples_per_sec']:.0f} | {r['speed_ratio']:.2f}x |")
   return "\n".join(lines)
