@@ -58,8 +58,9 @@ class Checkpointer:
     self.every_steps = max(every_steps, 1)
     if not read_only:
       self._remove_unfinished()
+    # (Not orbax's own read_only option: it warns three times per directory opened.)
     options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=not read_only,
-                                           read_only=read_only)
+                                           cleanup_tmp_directories=False)
     # The handler named up front lets item_metadata read a step before any restore.
     self.manager = ocp.CheckpointManager(self.directory, options=options,
                                          item_handlers=ocp.StandardCheckpointHandler())
