@@ -7,11 +7,11 @@ replicated. The same code serves 1 device, N devices and N processes.
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec
 
 from jaxkd.errors import JaxkdError
+from jaxkd.precision import cast_floating
 
 DATA_AXIS = "data"
 
@@ -76,10 +76,5 @@ def split_largest_axis(tree: Any, mesh: Mesh, min_elements: int | None = None) -
 def place(tree: Any, shardings: Any, dtype: Any = None) -> Any:
   """`tree` laid out as `shardings` (a matching pytree), its floating arrays cast to `dtype`
   if given; one jitted copy, so it also works with arrays spanning several processes."""
-  def cast(tree):
-    if dtype is None:
-      return tree
-    return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-                        tree)
-
+  cast = (lambda tree: tree) if dtype is None else (lambda tree: cast_floating(tree, dtype))
   return jax.jit(cast, out_shardings=shardings)(tree)

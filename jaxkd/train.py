@@ -33,6 +33,7 @@ from jaxkd.interrupt import stop_on_signals
 from jaxkd.metric_writer import MetricWriter, read_metrics
 from jaxkd.models import create_model
 from jaxkd.optim import make_optimizer, make_schedule
+from jaxkd.precision import cast_floating, to_float32
 from jaxkd.sharding import batch_sharding, check_batch_size, make_mesh, replicated, shard_batch
 from jaxkd.teachers import prepare_teachers
 
@@ -114,7 +115,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
     if "teacher_logits" in batch:
       teacher_logits = jnp.swapaxes(batch["teacher_logits"].astype(jnp.float32), 0, 1)
     elif objective.needs_teacher:
-      outputs = [_to_float32(apply_with_features(teacher, _cast(variables, teacher_dtype),
+      outputs = [to_float32(apply_with_features(teacher, _cast(variables, teacher_dtype),
                                                  images.astype(teacher_dtype),
                                                  objective.teacher_paths))
                  for teacher, variables in zip(teachers, teacher_variables)]
@@ -127,7 +128,7 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
 
     def loss_fn(trainable):
       variables = {"params": _cast(trainable["params"], student_dtype), **state.model_state}
-      logits, features, new_model_state = _to_float32(apply_with_features(
+      logits, features, new_model_state = to_float32(apply_with_features(
           model, variables, images.astype(student_dtype), objective.student_paths, train=True,
           rngs={"dropout": dropout_key}, mutable=list(state.model_state)))
       inputs = TermInputs(logits, teacher_logits, batch["label"], targets, state.step,
@@ -157,17 +158,8 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
 
 
 def _cast(tree: Any, dtype: jnp.dtype) -> Any:
-  """The floating arrays of `tree` in `dtype` (float32: unchanged)."""
-  if dtype == jnp.float32:
-    return tree
-  return jax.tree.map(lambda x: x.astype(dtype) if jnp.issubdtype(x.dtype, jnp.floating) else x,
-                      tree)
-
-
-def _to_float32(tree: Any) -> Any:
-  """Floating arrays of lower precision (bfloat16 compute) back in float32."""
-  return jax.tree.map(lambda x: x.astype(jnp.float32) if jnp.issubdtype(x.dtype, jnp.floating)
-                      and jnp.finfo(x.dtype).bits < 32 else x, tree)
+  """The floating arrays of `tree` in `dtype` (float32: unchanged, no copy traced)."""
+  return tree if dtype == jnp.float32 else cast_floating(tree, dtype)
 
 
 def make_eval_step(model: nn.Module, preprocess: Preprocess, mesh: Mesh
@@ -298,8 +290,8 @@ def _check_finite(pending: list[dict], first_step: int, checkpointer: Checkpoint
 def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
            datasets: tuple[ArrayDataset, ArrayDataset] | None, mesh: Mesh | None,
            carry: dict | None) -> tuple[dict, dict]:
-  """One run (or stage) of training; returns (result, what the next stage starts from)."""
-  config_base.validate(config)
+  """One run (or stage) of training; returns (result, what the next stage starts from).
+  `config` is validated by the caller (train_and_evaluate; stage_configs for stages)."""
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = mesh or make_mesh()

@@ -36,10 +36,11 @@ def get_config():
   config.model.widths = (16,)
   config.optimizer.learning_rate = 0.1
   config.train.batch_size = {batch}
-  config.train.eval_batch_size = 32  # 40 test examples: the last eval batch is padded.
+  config.train.eval_batch_size = 32  # 40 test examples here: the last eval batch is padded.
   config.train.num_steps = {steps}
+  config.train.eval_every_steps = {eval_every}
   config.train.log_every_steps = 2
-  config.train.checkpoint_every_steps = 3
+  config.train.checkpoint_every_steps = {every}
   return config
 """
 
@@ -110,7 +111,7 @@ def test_two_processes_train_like_one(tmp_path):
   x, y = toy_arrays(128, 0)
   np.savez(tmp_path / "toy.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
   (tmp_path / "config.py").write_text(CONFIG.format(path=str(tmp_path / "toy.npz"), batch=BATCH,
-                                                    steps=STEPS))
+                                                    steps=STEPS, eval_every=0, every=3))
   (tmp_path / "driver.py").write_text(DRIVER)
   address = f"--config.distributed.coordinator_address=127.0.0.1:{_free_port()}"
   processes = {f"p{i}": _start(tmp_path, f"p{i}", 2, tmp_path / "two", address,

@@ -19,7 +19,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import toy_arrays
-from test_multihost import REPO, _finish, _free_port
+from test_multihost import CONFIG, REPO, _finish, _free_port
 
 from jaxkd import train
 from jaxkd.metric_writer import read_metrics
@@ -27,26 +27,6 @@ from jaxkd.runs import load_run
 from jaxkd.sharding import make_mesh
 
 STEPS, EVERY, BATCH = 96, 32, 16  # 8 steps per epoch
-
-CONFIG = """
-from jaxkd.config_base import base_config
-
-
-def get_config():
-  config = base_config()
-  config.dataset.name = "npz"
-  config.dataset.path = {path!r}
-  config.model.name = "mlp"
-  config.model.widths = (16,)
-  config.optimizer.learning_rate = 0.1
-  config.train.batch_size = {batch}
-  config.train.eval_batch_size = 32
-  config.train.num_steps = {steps}
-  config.train.eval_every_steps = {steps}
-  config.train.log_every_steps = 2
-  config.train.checkpoint_every_steps = {every}
-  return config
-"""
 
 # The CLI, slowed down by STEP_DELAY seconds a batch, recording the steps it saved at.
 DRIVER = """
@@ -125,7 +105,7 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, service):
   x, y = toy_arrays(128, 0)
   np.savez(tmp_path / "toy.npz", x_train=x, y_train=y, x_test=x[:40], y_test=y[:40])
   (tmp_path / "config.py").write_text(CONFIG.format(path=str(tmp_path / "toy.npz"), batch=BATCH,
-                                                    steps=STEPS, every=EVERY))
+                                                    steps=STEPS, eval_every=STEPS, every=EVERY))
   (tmp_path / "driver.py").write_text(DRIVER)
   workdir = tmp_path / "two"
   # allgather: jax's preemption service off, so the processes gather their stop flags instead.
