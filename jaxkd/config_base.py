@@ -69,13 +69,18 @@ def base_config() -> ml_collections.ConfigDict:
       # Trainable parts left unchanged, by path prefix: 'params' (the student),
       # 'aux/<term label>' or deeper (a connector or part of one).
       freeze=(),
+      # The student runs in inference mode (BatchNorm on its running statistics, which stay
+      # as they are; no dropout) while its parameters train: the CRD benchmark's
+      # initialisation stages (AB, FSP) run the student so (model_s.eval()).
+      student_eval_mode=False,
   ))
 
   # Stages trained before the main run, in order (e.g. FitNets' hint stage, or the
   # initialisation stage of AB, FSP or FT's paraphraser). Each is a dict with `name`
   # and its length (`epochs` or `num_steps`), and optionally `terms` (its objective),
-  # `optimizer` and `schedule` (fields to override) and `freeze`. Every stage hands
-  # the student and the connectors (matched by term label) on to the next.
+  # `optimizer` and `schedule` (fields to override), `freeze` and `student_eval_mode`.
+  # Every stage hands the student, the connectors and their running state (matched by
+  # term label) on to the next; a connector whose shapes changed is an error.
   config.stages = ()
 
   # Several processes (jaxkd.distributed): coordinator_address set -> those settings; else
@@ -111,13 +116,19 @@ def validate(config: ml_collections.ConfigDict) -> None:
     raise JaxkdError("train.batch_size and train.eval_batch_size must be positive.")
   if config.train.num_steps <= 0 and config.train.epochs <= 0:
     raise JaxkdError("set the run's length: train.epochs > 0 or train.num_steps > 0.")
+  if config.distill.get("soft_labels") and config.dataset.get("mixup_alpha", 0.0) > 0:
+    raise JaxkdError("distill.soft_labels with dataset.mixup_alpha > 0: a cache holds the "
+                     "teacher's logits of each unmixed image, not of the mixed one the student "
+                     "sees, so the targets would be wrong. Run the teacher online "
+                     "(distill.teachers) or set dataset.mixup_alpha=0.")
   for role, name in (config.get("precision") or {}).items():
     if role not in ("student", "teacher") or name not in PRECISIONS:
       raise JaxkdError(f"precision.{role}={name!r}: set precision.student and precision.teacher "
                        f"to one of {list(PRECISIONS)}.")
 
 
-STAGE_FIELDS = ("name", "epochs", "num_steps", "terms", "optimizer", "schedule", "freeze")
+STAGE_FIELDS = ("name", "epochs", "num_steps", "terms", "optimizer", "schedule", "freeze",
+                "student_eval_mode")
 
 
 def stage_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
@@ -140,6 +151,7 @@ def stage_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Conf
     derived.optimizer.update(stage.get("optimizer", {}))
     derived.schedule.update(stage.get("schedule", {}))
     derived.train.freeze = tuple(stage.get("freeze", ()))
+    derived.train.student_eval_mode = bool(stage.get("student_eval_mode", False))
     derived.stage_name = name
     validate(derived)
     result.append(derived)

@@ -32,9 +32,10 @@ from jaxkd.features import apply_with_features, feature_shapes
 from jaxkd.interrupt import stop_on_signals
 from jaxkd.metric_writer import MetricWriter, read_metrics
 from jaxkd.models import create_model
-from jaxkd.optim import make_optimizer, make_schedule
+from jaxkd.optim import freeze_labels, make_optimizer, make_schedule
 from jaxkd.precision import cast_floating, to_float32
 from jaxkd.sharding import batch_sharding, check_batch_size, make_mesh, replicated, shard_batch
+from jaxkd.stages import take_over
 from jaxkd.teachers import prepare_teachers
 
 Batch = dict[str, jax.Array]
@@ -86,13 +87,17 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
                     teachers: Sequence[nn.Module] = (), steps_per_epoch: int = 1,
                     mixup_alpha: float = 0.0, frozen_student: bool = False,
                     student_dtype: Any = jnp.float32, teacher_dtype: Any = jnp.float32,
-                    teacher_shardings: Any = None) -> Callable:
+                    teacher_shardings: Any = None, frozen: Any = None,
+                    student_eval_mode: bool = False) -> Callable:
   """Returns step(state, teacher_variables, batch) -> (state, metrics), jitted over `mesh`.
 
   Teachers are frozen inputs: run in inference mode on the student's augmented
   view under stop_gradient, never differentiated or donated. A batch that
   carries `teacher_logits` (cached soft labels, [B, K, C]) runs no teacher. A
-  frozen student (train.freeze has 'params') keeps its batch statistics too.
+  frozen student (train.freeze has 'params') keeps its batch statistics too, and
+  so does one in `student_eval_mode` (run with train=False while it trains).
+  `frozen` (a pytree of bools like state.trainable(), True where train.freeze holds)
+  leaves those gradients out of the logged grad_norm: only what trains is measured.
 
   student_dtype / teacher_dtype (config.precision) is the compute dtype: the
   student's params (float32 in the state, so gradients and the optimizer stay
@@ -129,8 +134,9 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
     def loss_fn(trainable):
       variables = {"params": _cast(trainable["params"], student_dtype), **state.model_state}
       logits, features, new_model_state = to_float32(apply_with_features(
-          model, variables, images.astype(student_dtype), objective.student_paths, train=True,
-          rngs={"dropout": dropout_key}, mutable=list(state.model_state)))
+          model, variables, images.astype(student_dtype), objective.student_paths,
+          train=not student_eval_mode, rngs={"dropout": dropout_key},
+          mutable=[] if student_eval_mode else list(state.model_state)))
       inputs = TermInputs(logits, teacher_logits, batch["label"], targets, state.step,
                           steps_per_epoch, features, teacher_features, batch["index"],
                           objective_key)
@@ -144,10 +150,13 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
     trainable = optax.apply_updates(trainable, updates)
     new_state = state.replace(step=state.step + 1, params=trainable["params"],
                               aux_params=trainable["aux"], aux_state=aux_state,
-                              model_state=state.model_state if frozen_student else dict(model_state),
+                              model_state=(state.model_state if frozen_student or student_eval_mode
+                                           else dict(model_state)),
                               opt_state=opt_state)
     metrics = {"loss": loss, "accuracy": jnp.mean(jnp.argmax(logits, -1) == batch["label"]),
-               "grad_norm": optax.tree.norm(grads), **term_metrics}
+               "grad_norm": optax.tree.norm(grads if frozen is None else jax.tree.map(
+                   lambda g, is_frozen: jnp.zeros_like(g) if is_frozen else g, grads, frozen)),
+               **term_metrics}
     if schedule is not None:
       metrics["learning_rate"] = schedule(state.step)
     return new_state, metrics
@@ -210,7 +219,7 @@ def _write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, m
 
 
 def _connect_features(objective: Objective, model: nn.Module, teachers, teacher_variables,
-                      image_shape: tuple, seed: int, num_examples: int
+                      image_shape: tuple, seed: int, train_data
                       ) -> tuple[Objective, dict, dict]:
   """Checks the feature paths, builds the connectors, initialises their params and state."""
   if not objective.student_paths:
@@ -220,7 +229,8 @@ def _connect_features(objective: Objective, model: nn.Module, teachers, teacher_
   student_shapes = feature_shapes(model, variables, image_shape, objective.student_paths)
   teacher_shapes = feature_shapes(teachers[0], teacher_variables[0], image_shape,
                                   objective.teacher_paths)
-  objective = objective.with_shapes(student_shapes, teacher_shapes, num_examples)
+  objective = objective.with_shapes(student_shapes, teacher_shapes, len(train_data),
+                                    getattr(train_data, "labels", None))
   return objective, *objective.init_aux(jax.random.PRNGKey(seed + 1), student_shapes,
                                         teacher_shapes)
 
@@ -250,18 +260,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
     if result["interrupted"]:
       return result
   return _train(config, workdir, datasets, mesh, carry)[0]
-
-
-def _take_over(state: TrainState, carry: dict) -> TrainState:
-  """The student and every connector a previous stage trained (same label and shapes)."""
-  like = lambda a, b: jax.tree.structure(a) == jax.tree.structure(b) and all(
-      x.shape == y.shape for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-  if not like(state.params, carry["params"]):
-    raise JaxkdError("a stage's student does not match the next stage's model; every stage "
-                     "must train the same config.model.")
-  aux = {label: carry["aux_params"][label] if like(value, carry["aux_params"].get(label)) else value
-         for label, value in state.aux_params.items()}
-  return state.replace(params=carry["params"], model_state=carry["model_state"], aux_params=aux)
 
 
 def _check_finite(pending: list[dict], first_step: int, checkpointer: Checkpointer) -> None:
@@ -320,14 +318,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   model = create_model(config.model, train_data.num_classes)
   objective, aux_params, aux_state = _connect_features(
       objective, model, teachers, teacher_variables, train_data.image_shape, config.seed,
-      len(train_data))
+      train_data)
   schedule = make_schedule(config.schedule, config.optimizer.learning_rate, steps_per_epoch,
                            total_steps)
   tx = make_optimizer(config.optimizer, schedule, freeze=config.train.freeze)
   state = init_train_state(model, tx, train_data.image_shape, config.seed, mesh, aux_params,
                            aux_state)
+  frozen = None
+  if config.train.freeze:  # Frozen leaves, as the optimizer labels them.
+    frozen = jax.tree.map(lambda label: label == "frozen",
+                          freeze_labels(tuple(config.train.freeze))(state.trainable()))
   if carry is not None:
-    state = _take_over(state, carry)
+    state = take_over(state, carry)
 
   checkpointer = Checkpointer(workdir, config.train.checkpoint_every_steps or steps_per_epoch,
                               config.train.keep_checkpoints)
@@ -341,6 +343,7 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   train_step = make_train_step(model, tx, preprocess, mesh, objective, train_data.num_classes,
                                schedule, teachers, steps_per_epoch, config.dataset.mixup_alpha,
                                frozen_student="params" in config.train.freeze,
+                               frozen=frozen, student_eval_mode=config.train.student_eval_mode,
                                student_dtype=precision.get("student", "float32"),
                                teacher_dtype=precision.get("teacher", "float32"),
                                teacher_shardings=jax.tree.map(lambda x: x.sharding,
@@ -386,13 +389,16 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
                              ex_per_s=f"{means['examples_per_sec']:.0f}", refresh=False)
         pending, last_time, last_step = [], now, step
       if step % eval_every == 0 or step == total_steps:
+        eval_start = time.perf_counter()
         result = evaluate(eval_step, state.variables(), test_data, config.train.eval_batch_size, mesh)
         last_eval = (step, result)
         writer.write(step, "test", result)
         if jax.process_index() == 0:  # tqdm.write prints even where the bar is disabled.
           progress.write(f"step {step} epoch {step / steps_per_epoch:.2f}: test accuracy "
                          f"{result['accuracy']:.4f} ({result['errors']} errors / {result['count']})")
-        last_time = time.perf_counter()  # Evaluation time is not training throughput.
+        # Evaluation time is not training throughput: the window since the last log
+        # (which may hold steps before this evaluation) loses the time evaluation took.
+        last_time += time.perf_counter() - eval_start
       checkpointer.save(step, state)
       if stop.stop_now():  # With several processes: agreed, all stop after the same step.
         stopped_by = stop.reason
@@ -403,7 +409,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   final_step = int(state.step)
   checkpointer.save(final_step, state, force=True)
   checkpointer.close()
-  carry = {"params": state.params, "aux_params": state.aux_params, "model_state": state.model_state}
+  carry = {"params": state.params, "aux_params": state.aux_params, "aux_state": state.aux_state,
+           "model_state": state.model_state}
   if stopped_by:
     writer.close()
     say(f"stopped by {stopped_by} at step {final_step}; checkpoint saved. "

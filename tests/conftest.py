@@ -76,15 +76,21 @@ def user_net_configs(tmp_path, teacher_steps: int, **student_train):
 def pytest_addoption(parser):
   parser.addoption("--all-configs", action="store_true",
                    help="also run every config's smoke variant (make test-configs)")
+  parser.addoption("--ci-configs", action="store_true",
+                   help="run only the CI subset of the config smoke runs (make test-configs-ci)")
 
 
 def pytest_configure(config):
   config.addinivalue_line("markers", "all_configs: a config smoke run left to make test-configs")
+  config.addinivalue_line("markers", "ci_configs: a config smoke run in CI's subset")
 
 
 def pytest_collection_modifyitems(config, items):
   if config.getoption("--all-configs"):
     return
-  kept = [item for item in items if "all_configs" not in item.keywords]
-  config.hook.pytest_deselected(items=[item for item in items if "all_configs" in item.keywords])
-  items[:] = kept
+  if config.getoption("--ci-configs"):
+    keep = lambda item: "ci_configs" in item.keywords
+  else:
+    keep = lambda item: "all_configs" not in item.keywords
+  config.hook.pytest_deselected(items=[item for item in items if not keep(item)])
+  items[:] = [item for item in items if keep(item)]

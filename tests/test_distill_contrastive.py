@@ -95,3 +95,17 @@ def test_crd_run_resumes_with_its_memory_banks(tmp_path):
   assert float(a["aux_state"]["crd"]["memory"]["z_student"]) > 0
   for leaf_a, leaf_b in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
     np.testing.assert_array_equal(leaf_a, leaf_b)  # Memory banks resumed bitwise too.
+
+
+def test_negatives_come_from_other_classes_uniformly():
+  from jaxkd.distill.contrastive import ClassLayout, sample_other_class
+
+  labels = np.array([2, 0, 1, 0, 2, 1, 1, 0])  # class 0: {1, 3, 7}; 1: {2, 5, 6}; 2: {0, 4}
+  layout = ClassLayout(labels)
+  index = jnp.array([1, 2, 0])  # one example of each class
+  drawn = np.asarray(sample_other_class(jax.random.PRNGKey(0), index, layout, 6000))
+  for row, own in zip(drawn, labels[np.asarray(index)]):
+    others = np.flatnonzero(labels != own)
+    assert set(row) == set(others)  # Never its own class; every other example drawn.
+    counts = np.bincount(row, minlength=8)[others]
+    np.testing.assert_allclose(counts / len(row), 1 / len(others), atol=0.03)

@@ -27,16 +27,21 @@ def np_attention(feature, p=2.0):
 
 
 def test_fitnet_and_its_regressor_match_numpy():
+  """The benchmark's regressor for equal sizes: 1x1 conv, BatchNorm on the batch's
+  statistics (biased variance, eps 1e-5; scale 1 and offset 0 at init), ReLU."""
   regressor = F.regressor_for(STUDENT.shape[1:], TEACHER.shape[1:])
   index = np.arange(3)
-  params = regressor.init(jax.random.PRNGKey(0), STUDENT, TEACHER, index)["params"]
-  mapped, passed = regressor.apply({"params": params}, STUDENT, TEACHER, index)
+  variables = regressor.init(jax.random.PRNGKey(0), STUDENT, TEACHER, index)
+  (mapped, passed), _ = regressor.apply(variables, STUDENT, TEACHER, index, mutable=["batch_stats"])
   np.testing.assert_array_equal(passed, TEACHER)
+  params = variables["params"]
   kernel, bias = np.asarray(params["conv"]["kernel"])[0, 0], np.asarray(params["conv"]["bias"])
-  np.testing.assert_allclose(mapped, np.einsum("bhwc,cd->bhwd", STUDENT, kernel) + bias, rtol=1e-4, atol=1e-5)
+  conv = np.einsum("bhwc,cd->bhwd", STUDENT, kernel) + bias
+  normed = (conv - conv.mean((0, 1, 2))) / np.sqrt(conv.var((0, 1, 2)) + 1e-5)
+  np.testing.assert_allclose(mapped, np.maximum(normed, 0), rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(F.fitnet(mapped, TEACHER), np.mean((np.asarray(mapped) - TEACHER) ** 2), rtol=1e-5)
-  with pytest.raises(JaxkdError, match=r"\(4, 4, 6\) and teacher feature \(8, 8, 8\) differ in spatial size"):
-    F.regressor_for((4, 4, 6), (8, 8, 8))
+  with pytest.raises(JaxkdError, match=r"\(4, 4, 6\) is smaller than teacher feature \(6, 6, 8\)"):
+    F.regressor_for((4, 4, 6), (6, 6, 8))
 
 
 def test_attention_transfer_matches_numpy_and_ignores_channel_count():
@@ -79,7 +84,8 @@ def test_gradient_reaches_the_student_and_the_connector():
                                                {"block": (8, 8, 16), "stem": (8, 8, 8)})
   aux, aux_state = objective.init_aux(jax.random.PRNGKey(2), {"block": (8, 8, 8), "stem": (8, 8, 4)},
                                       {"block": (8, 8, 16), "stem": (8, 8, 8)})
-  assert set(aux) == {"hint"} and aux_state == {}  # AT has no learnable part.
+  assert set(aux) == {"hint"} and set(aux_state) == {"hint"}  # AT has no learnable part.
+  assert set(aux_state["hint"]) == {"batch_stats"}  # The regressor's BatchNorm.
   t_logits, t_features, _ = apply_with_features(teacher, t_vars, images, objective.teacher_paths)
 
   def loss(params, aux):
@@ -87,7 +93,7 @@ def test_gradient_reaches_the_student_and_the_connector():
                                               objective.student_paths)
     inputs = TermInputs(logits, t_logits[None], jnp.array([0, 1]), jax.nn.one_hot(jnp.array([0, 1]), 4),
                         jnp.asarray(0), 10, features, {k: v[None] for k, v in t_features.items()})
-    return objective(inputs, aux)[0]  # No running state: FitNets and AT keep none.
+    return objective(inputs, aux, aux_state)[0]
 
   grads = jax.grad(loss, argnums=(0, 1))(s_vars["params"], aux)
   for tree in grads:
@@ -152,7 +158,7 @@ def test_vid_matches_numpy_and_learns_its_variance():
   (mean, variance), _ = head.apply({"params": params}, STUDENT, TEACHER, index)
   np.testing.assert_allclose(variance, 5.0, rtol=1e-5)  # The paper's initial variance.
   relu = lambda x: np.maximum(x, 0)
-  layer = lambda x, name: np.einsum("bhwc,cd->bhwd", x, np.asarray(params[name]["kernel"])[0, 0]) + np.asarray(params[name]["bias"])
+  layer = lambda x, name: np.einsum("bhwc,cd->bhwd", x, np.asarray(params[name]["kernel"])[0, 0])
   expected_mean = layer(relu(layer(relu(layer(STUDENT, "conv1")), "conv2")), "conv3")
   np.testing.assert_allclose(mean, expected_mean, rtol=1e-3, atol=1e-4)
   expected = np.mean(0.5 * ((expected_mean - TEACHER) ** 2 / 5.0 + np.log(5.0)))
@@ -161,3 +167,29 @@ def test_vid_matches_numpy_and_learns_its_variance():
   assert float(jnp.abs(grads["alpha"]).sum()) > 0 and float(jnp.abs(grads["conv1"]["kernel"]).sum()) > 0
   with pytest.raises(JaxkdError, match="vid: student feature"):
     F.vid_head_for((4, 4, 6), (2, 2, 8))
+
+
+def test_regressors_follow_the_benchmarks_conv_reg_rules():
+  """RepDistiller's ConvReg: 3x3 stride 2 for a map twice the teacher's, a transposed
+  4x4 stride-2 convolution for half, a valid (1 + s - t) kernel otherwise; FitNets' ends in
+  BatchNorm + ReLU, AB's in BatchNorm, and AB's is absent when the shapes agree."""
+  from jaxkd.distill.boundaries import ab_connector_for
+  from jaxkd.distill.feature_maps import regressor_for
+
+  for student, teacher in (((8, 8, 4), (4, 4, 6)), ((4, 4, 4), (8, 8, 6)),
+                           ((8, 8, 4), (6, 6, 6)), ((8, 8, 4), (8, 8, 4))):
+    x = jnp.asarray(RNG.normal(size=(3, *student)), jnp.float32)
+    regressor = regressor_for(student, teacher)
+    variables = regressor.init(jax.random.PRNGKey(0), x, None, None)
+    out, _ = regressor.apply(variables, x, None, None, mutable=["batch_stats"])[0]
+    assert out.shape == (3, *teacher) and float(out.min()) >= 0.0  # ReLU at the end
+    kernel = variables["params"]["conv"]["kernel"].shape[:2]
+    assert kernel == {8: {4: (3, 3), 6: (3, 3), 8: (1, 1)}, 4: {8: (4, 4)}}[student[0]][teacher[0]]
+  with pytest.raises(JaxkdError, match="smaller than teacher feature"):
+    regressor_for((4, 4, 4), (6, 6, 6))
+  assert ab_connector_for((8, 8, 4), (8, 8, 4)) is None
+  connector = ab_connector_for((8, 8, 4), (8, 8, 6))
+  x = jnp.asarray(RNG.normal(size=(3, 8, 8, 4)), jnp.float32)
+  out, _ = connector.apply(connector.init(jax.random.PRNGKey(0), x, None, None), x, None, None,
+                           mutable=["batch_stats"])[0]
+  assert out.shape == (3, 8, 8, 6) and float(out.min()) < 0.0  # No ReLU: AB needs the sign.

@@ -74,8 +74,8 @@ def test_ab_matches_an_element_loop_and_trains_its_connector():
   for margin in (1.0, 0.5):
     np.testing.assert_allclose(boundaries.ab(s, t, margin), np_ab(s, t, margin), rtol=1e-5)
   assert boundaries.ab_connector_for((3, 3, 4), (3, 3, 4)) is None  # same shape: identity
-  with pytest.raises(JaxkdError, match="same spatial size"):
-    boundaries.ab_connector_for((3, 3, 4), (6, 6, 4))
+  with pytest.raises(JaxkdError, match="smaller than teacher feature"):
+    boundaries.ab_connector_for((3, 3, 4), (5, 5, 4))
   t8 = np.maximum(RNG.normal(size=(2, 3, 3, 8)), 0).astype(np.float32)
   _, aux, value, (g_student, g_aux) = objective_and_grads(
       {"ab": {"weight": 1.0, "student": "s", "teacher": "t"}}, {"s": s}, {"t": t8})

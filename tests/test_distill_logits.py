@@ -8,6 +8,7 @@ import pytest
 
 from jaxkd.distill import TermInputs, build_objective
 from jaxkd.distill import logits as L
+from jaxkd.distill.terms import standardize
 from jaxkd.errors import JaxkdError
 
 RNG = np.random.default_rng(0)
@@ -56,12 +57,19 @@ def test_kd_gradient_is_temperature_times_probability_gap():
   np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_standardize_divides_by_the_unbiased_std_as_the_authors_code():
+  z = np.array([[1.0, 2.0, 4.0, 7.0]])
+  # Hand-worked: mean 3.5, unbiased variance (6.25 + 2.25 + 0.25 + 12.25) / 3 = 7.
+  np.testing.assert_allclose(standardize(jnp.asarray(z)), (z - 3.5) / (np.sqrt(7.0) + 1e-7),
+                             rtol=1e-6)
+
+
 def test_kd_with_standardized_logits_ignores_logit_scale_and_shift():
   plain = L.kd(_inputs(), temperature=2.0, standardize=True)
   rescaled = _inputs(student=STUDENT * 7.0 + 3.0, teachers=TEACHERS[:1] * 0.5 - 1.0)
   np.testing.assert_allclose(L.kd(rescaled, temperature=2.0, standardize=True), plain, rtol=1e-4)
-  z = (STUDENT - STUDENT.mean(-1, keepdims=True)) / STUDENT.std(-1, keepdims=True)
-  t = (TEACHERS[0] - TEACHERS[0].mean(-1, keepdims=True)) / TEACHERS[0].std(-1, keepdims=True)
+  z = (STUDENT - STUDENT.mean(-1, keepdims=True)) / STUDENT.std(-1, ddof=1, keepdims=True)
+  t = (TEACHERS[0] - TEACHERS[0].mean(-1, keepdims=True)) / TEACHERS[0].std(-1, ddof=1, keepdims=True)
   expected = 4.0 * np.mean(np_kl(np_softmax(t / 2.0), np_softmax(z / 2.0)))
   np.testing.assert_allclose(plain, expected, rtol=1e-4)
 
@@ -99,13 +107,16 @@ def test_dkd_parts_match_numpy_and_recombine_into_kd():
   assert np.all(np.isfinite(grads)) and np.any(grads != 0)
 
 
-def test_dkd_warms_up_linearly():
+def test_dkd_warms_up_by_whole_epochs_from_epoch_one_as_mdistiller():
   def at(step):  # 10 steps per epoch, 20 warm-up epochs.
     return float(L.dkd(_inputs(step=step, steps_per_epoch=10), warmup_epochs=20.0))
 
-  assert at(0) == 0.0
-  assert at(100) == pytest.approx(0.5 * at(200), rel=1e-5)  # Epoch 10 of 20: half weight.
-  assert at(200) == pytest.approx(at(500), rel=1e-6) and at(200) > 0  # Full weight after.
+  full = at(500)
+  assert full > 0
+  # mdistiller: min(epoch / warmup, 1) with epoch = 1, 2, ... during training.
+  assert at(0) == pytest.approx(full / 20, rel=1e-5) == pytest.approx(at(9), rel=1e-6)
+  assert at(95) == pytest.approx(0.5 * full, rel=1e-5)  # Epoch 10 of 20.
+  assert at(190) == pytest.approx(full, rel=1e-6)  # Epoch 20: full weight.
 
 
 def test_dist_matches_numpy_pearson():

@@ -157,7 +157,7 @@ def _setup(student, teacher_widths, terms=KD):
   objective = build_objective(ml_collections.ConfigDict({"terms": terms,
                                                          "teacher_combine": "average"}), 8, 8)
   objective, aux_params, aux_state = train._connect_features(
-      objective, model, [teacher], [teacher_variables], data.image_shape, 0, len(data))
+      objective, model, [teacher], [teacher_variables], data.image_shape, 0, data)
   tx = optax.sgd(0.05, momentum=0.9)
   state = train.init_train_state(model, tx, data.image_shape, 0, mesh, aux_params, aux_state)
   make_step = functools.partial(train.make_train_step, model, tx, Preprocess((0.5,), (0.5,)),

@@ -58,3 +58,23 @@ def test_training_on_a_stream(mock_imagenet, tmp_path):
   config.dataset.image_size = 16
   result = train.train_and_evaluate(config, tmp_path)
   assert result["step"] == 2 and result["test_count"] == 10
+
+
+def test_each_process_reads_its_slice_of_every_global_batch(mock_imagenet):
+  """Two processes' slices (sliced before decoding) make up the one-process batches, for
+  training from the start and resumed mid-epoch, and for evaluation."""
+  data = load_split(CONFIG, "train")
+  whole = list(make_train_batches(data, 4, seed=0).iterate(1, 4))
+  parts = [list(make_train_batches(data, 4, seed=0, process_index=p, process_count=2).iterate(1, 4))
+           for p in (0, 1)]
+  for step, batch in enumerate(whole):
+    for key in ("index", "label", "image"):
+      np.testing.assert_array_equal(np.concatenate([parts[0][step][key], parts[1][step][key]]),
+                                    batch[key])
+  test = load_split(CONFIG, "test")
+  seen = []
+  for p in (0, 1):
+    batches = list(eval_batches(test, 4, p, 2))
+    assert len(batches) == 3 and all(b["image"].shape == (2, 32, 32, 3) for b in batches)
+    seen.extend(i for b in batches for i in b["index"][b["mask"] > 0])
+  assert sorted(seen) == list(range(10))

@@ -1,38 +1,32 @@
 """AB (Heo et al. 2019, knowledge transfer via distillation of activation boundaries).
 
-The student's feature passes through a connector (1x1 conv + BatchNorm, as in
-the CRD benchmark, when its shape differs from the teacher's); the loss pushes
+The student's feature passes through a connector (the benchmark's ConvReg without
+ReLU, conv + BatchNorm, when its shape differs from the teacher's); the loss pushes
 each connected student neuron to the teacher's side of the activation boundary
-with a margin. The benchmark trains it in an initialisation stage (config.stages)
-and then the student with cross-entropy alone.
+with a margin. Both sides are pre-activation features (the benchmark's
+`preact=True`: paths like 'layer1_2/preact'): on a post-ReLU student feature the
+margin loss has no gradient for inactive neurons. The benchmark trains it in an
+initialisation stage (config.stages) and then the student with cross-entropy alone.
 """
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxkd.distill.feature_maps import conv_reg_for
 from jaxkd.distill.terms import register_term
 from jaxkd.errors import JaxkdError
 
 
-class ABConnector(nn.Module):
-  """1x1 convolution (no bias) to the teacher's channels, then BatchNorm on the batch."""
-
-  features: int
-
-  @nn.compact
-  def __call__(self, student: jax.Array, teacher: jax.Array, index: jax.Array):
-    x = nn.Conv(self.features, (1, 1), use_bias=False, name="conv")(student)
-    x = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5, name="bn")(x)
-    return x, teacher
-
-
 def ab_connector_for(student_shape: tuple, teacher_shape: tuple, **_) -> nn.Module | None:
-  if len(student_shape) != 3 or student_shape[:2] != teacher_shape[:2]:
+  """None when channels and size agree (the benchmark's Connector: an empty Sequential),
+  else its ConvReg without ReLU (conv + BatchNorm)."""
+  if len(student_shape) != 3 or len(teacher_shape) != 3:
     raise JaxkdError(f"ab: student feature {student_shape} and teacher feature {teacher_shape} "
-                     "need the same spatial size; pick paths at the same resolution "
-                     "(python -m jaxkd.models.inspect).")
-  return None if student_shape == teacher_shape else ABConnector(teacher_shape[-1])
+                     "must both be maps [H, W, C] (python -m jaxkd.models.inspect).")
+  if student_shape[0] == teacher_shape[0] and student_shape[-1] == teacher_shape[-1]:
+    return None
+  return conv_reg_for("ab", student_shape, teacher_shape, relu=False)
 
 
 @register_term("ab", features=True, connector=ab_connector_for)

@@ -7,12 +7,59 @@ stable indices.
 """
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from jaxkd.distill.terms import l2_normalize, register_term
+from jaxkd.errors import JaxkdError
+
+NEGATIVES = ("other_classes", "uniform")
+
+
+class ClassLayout:
+  """The training labels grouped by class, for drawing negatives of other classes.
+
+  order: example indices sorted by label; start/count: each class's block in it;
+  labels: each example's label. Compared by identity (a module field that is hashed).
+  """
+
+  def __init__(self, labels: np.ndarray):
+    labels = np.asarray(labels, np.int32)
+    num_classes = int(labels.max()) + 1
+    self.labels = labels
+    self.order = np.argsort(labels, kind="stable").astype(np.int32)
+    self.count = np.bincount(labels, minlength=num_classes).astype(np.int32)
+    self.start = (np.cumsum(self.count) - self.count).astype(np.int32)
+
+
+def sample_other_class(key: jax.Array, index: jax.Array, layout: ClassLayout,
+                       num_samples: int) -> jax.Array:
+  """[B, num_samples] example indices drawn uniformly, with replacement, from the
+  examples whose label differs from example index[b]'s."""
+  label = jnp.asarray(layout.labels)[index]
+  count, start = jnp.asarray(layout.count)[label], jnp.asarray(layout.start)[label]
+  others = len(layout.labels) - count  # [B]
+  u = jax.random.randint(key, (index.shape[0], num_samples), 0, others[:, None])
+  position = u + jnp.where(u >= start[:, None], count[:, None], 0)  # Skip the own class.
+  return jnp.asarray(layout.order)[position]
+
+
+def contrast_scores(memory: jax.Array, embedding: jax.Array, contrast: jax.Array,
+                    temperature: float) -> jax.Array:
+  """exp(<memory row, embedding> / T) for each example's contrast rows: [B, K+1]."""
+  rows = jax.lax.stop_gradient(memory)[contrast]
+  return jnp.exp(jnp.einsum("bkd,bd->bk", rows, embedding) / temperature)
+
+
+def update_memory(memory: jax.Array, embedding: jax.Array, index: jax.Array,
+                  momentum: float) -> jax.Array:
+  """Rows `index` <- normalize(momentum * row + (1 - momentum) * embedding)."""
+  mixed = memory[index] * momentum + jax.lax.stop_gradient(embedding) * (1 - momentum)
+  return memory.at[index].set(l2_normalize(mixed))
 
 
 class CRDHeads(nn.Module):
@@ -29,6 +76,7 @@ class CRDHeads(nn.Module):
   num_negatives: int = 16384
   nce_temperature: float = 0.07
   momentum: float = 0.5
+  class_layout: Any = None  # ClassLayout: negatives from other classes; None: uniform
 
   @nn.compact
   def __call__(self, student: jax.Array, teacher: jax.Array, index: jax.Array):
@@ -43,31 +91,43 @@ class CRDHeads(nn.Module):
     z_student = self.variable("memory", "z_student", lambda: jnp.array(-1.0))
     z_teacher = self.variable("memory", "z_teacher", lambda: jnp.array(-1.0))
 
-    negatives = jax.random.randint(self.make_rng("negatives"), (batch, self.num_negatives), 0,
-                                   self.num_examples)
+    if self.class_layout is None:
+      negatives = jax.random.randint(self.make_rng("negatives"), (batch, self.num_negatives), 0,
+                                     self.num_examples)
+    else:
+      negatives = sample_other_class(self.make_rng("negatives"), index, self.class_layout,
+                                     self.num_negatives)
     contrast = jnp.concatenate([index[:, None], negatives], axis=1)
-    score = lambda memory, embedding: jnp.exp(
-        jnp.einsum("bkd,bd->bk", jax.lax.stop_gradient(memory)[contrast], embedding)
-        / self.nce_temperature)
-    scores_student = score(memory_teacher.value, embed_student)
-    scores_teacher = score(memory_student.value, embed_teacher)
+    scores_student = contrast_scores(memory_teacher.value, embed_student, contrast,
+                                     self.nce_temperature)
+    scores_teacher = contrast_scores(memory_student.value, embed_teacher, contrast,
+                                     self.nce_temperature)
     if not self.is_initializing():
       # Z: fixed from the first batch (mean score times N), a constant afterwards.
       for z, scores in ((z_student, scores_student), (z_teacher, scores_teacher)):
         z.value = jnp.where(z.value < 0, jax.lax.stop_gradient(jnp.mean(scores)) * self.num_examples,
                             z.value)
       for memory, embedding in ((memory_student, embed_student), (memory_teacher, embed_teacher)):
-        mixed = memory.value[index] * self.momentum + jax.lax.stop_gradient(embedding) * (1 - self.momentum)
-        memory.value = memory.value.at[index].set(l2_normalize(mixed))
+        memory.value = update_memory(memory.value, embedding, index, self.momentum)
     return {"student": scores_student / jnp.abs(z_student.value),
             "teacher": scores_teacher / jnp.abs(z_teacher.value),
             "noise": self.num_negatives / self.num_examples}, None
 
 
 def crd_heads_for(student_shape: tuple, teacher_shape: tuple, options: dict, num_examples: int,
-                  **_) -> nn.Module:
+                  train_labels: np.ndarray | None = None, **_) -> nn.Module:
   fields = ("feat_dim", "num_negatives", "nce_temperature", "momentum")
-  return CRDHeads(num_examples, **{k: options[k] for k in fields if k in options})
+  negatives = options.get("negatives", "other_classes")
+  if negatives not in NEGATIVES:
+    raise JaxkdError(f"crd: negatives='{negatives}' is not one of {NEGATIVES}.")
+  layout = None
+  if negatives == "other_classes":
+    if train_labels is None:
+      raise JaxkdError("crd: negatives='other_classes' needs the training labels in memory, "
+                       "which a streamed dataset does not hold; set negatives='uniform'.")
+    layout = ClassLayout(train_labels)
+  return CRDHeads(num_examples, **{k: options[k] for k in fields if k in options},
+                  class_layout=layout)
 
 
 def nce_loss(scores: jax.Array, noise: float, eps: float = 1e-7) -> jax.Array:
@@ -80,9 +140,16 @@ def nce_loss(scores: jax.Array, noise: float, eps: float = 1e-7) -> jax.Array:
 
 
 @register_term("crd", features=True, connector=crd_heads_for,
-               connector_options=("feat_dim", "num_negatives", "nce_temperature", "momentum"))
+               connector_options=("feat_dim", "num_negatives", "nce_temperature", "momentum",
+                                  "negatives"))
 def crd(student: dict, teacher: None) -> jax.Array:
   """Tian et al. 2020 (CRD): NCE(student embedding vs the teacher's memory) +
   NCE(teacher embedding vs the student's memory), K negatives from memory banks
-  (defaults: 16384 negatives, temperature 0.07, momentum 0.5, 128-d embeddings)."""
+  (defaults: 16384 negatives, temperature 0.07, momentum 0.5, 128-d embeddings).
+
+  negatives='other_classes' (default) draws them from examples of other classes, as
+  the benchmark's CIFAR-100 loader does (mode 'exact'); 'uniform' from all examples.
+  Draws are with replacement; the benchmark's are without replacement when K is at
+  most the pool (16384 of 49,500 on CIFAR-100): a few repeated negatives per row.
+  """
   return nce_loss(student["student"], student["noise"]) + nce_loss(student["teacher"], student["noise"])

@@ -14,32 +14,63 @@ from jaxkd.distill.terms import l2_normalize, register_term
 from jaxkd.errors import JaxkdError
 
 
-class Regressor(nn.Module):
-  """FitNets' regressor: a 1x1 convolution (or a linear map for vectors) from the
-  student's channels to the teacher's."""
+class ConvReg(nn.Module):
+  """The CRD benchmark's convolutional regressor (RepDistiller models/util.py ConvReg):
+  student map -> teacher channels and size, then BatchNorm (batch statistics while
+  training) and, with `relu`, a ReLU. The convolution follows the sizes: 3x3 stride 2
+  when the student's map is twice the teacher's, a 4x4 stride-2 transposed convolution
+  when it is half, else a valid convolution of kernel 1 + (student - teacher size),
+  1x1 for equal sizes. Vectors get a linear map (no BatchNorm): the benchmark has no
+  hint on vectors."""
 
   features: int
+  student_size: int = 0
+  teacher_size: int = 0
+  relu: bool = True
 
   @nn.compact
   def __call__(self, student: jax.Array, teacher: jax.Array, index: jax.Array):
-    if student.ndim == 4:
-      return nn.Conv(self.features, (1, 1), name="conv")(student), teacher
-    return nn.Dense(self.features, name="dense")(student), teacher
+    if student.ndim == 2:
+      return nn.Dense(self.features, name="dense")(student), teacher
+    s, t = self.student_size, self.teacher_size
+    if s == 2 * t:
+      conv = nn.Conv(self.features, (3, 3), strides=2, padding=1, name="conv")
+    elif 2 * s == t:  # torch's ConvTranspose2d(k=4, s=2, p=1): k - 1 - p = 2 on each side.
+      conv = nn.ConvTranspose(self.features, (4, 4), strides=(2, 2), padding=((2, 2), (2, 2)),
+                              name="conv")
+    else:
+      conv = nn.Conv(self.features, (1 + s - t, 1 + s - t), padding="VALID", name="conv")
+    x = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5, name="bn")(conv(student))
+    return (nn.relu(x) if self.relu else x), teacher
 
 
-def regressor_for(student_shape: tuple, teacher_shape: tuple, **_) -> nn.Module | None:
-  """A regressor when the channels differ; an error when the spatial sizes differ."""
-  if student_shape[:-1] != teacher_shape[:-1]:
-    raise JaxkdError(f"fitnet: student feature {student_shape} and teacher feature "
-                     f"{teacher_shape} differ in spatial size, which a 1x1 regressor cannot "
-                     "bridge; pick paths at the same resolution (python -m jaxkd.models.inspect).")
-  return Regressor(teacher_shape[-1])
+def conv_reg_for(method: str, student_shape: tuple, teacher_shape: tuple, relu: bool) -> ConvReg:
+  """A ConvReg from `student_shape` to `teacher_shape` ([H, W, C] or [C]), or an error
+  naming both shapes when the benchmark's rules cannot bridge them."""
+  if len(student_shape) != len(teacher_shape):
+    raise JaxkdError(f"{method}: student feature {student_shape} and teacher feature "
+                     f"{teacher_shape} are not both maps or both vectors; pick paths of the same "
+                     "kind (python -m jaxkd.models.inspect).")
+  if len(student_shape) == 1:
+    return ConvReg(teacher_shape[-1], relu=relu)
+  s, t = student_shape[0], teacher_shape[0]
+  if s != 2 * t and 2 * s != t and s < t:
+    raise JaxkdError(f"{method}: student feature {student_shape} is smaller than teacher feature "
+                     f"{teacher_shape} but not half its size, which the regressor cannot bridge; "
+                     "pick paths at the same resolution (python -m jaxkd.models.inspect).")
+  return ConvReg(teacher_shape[-1], s, t, relu)
+
+
+def regressor_for(student_shape: tuple, teacher_shape: tuple, **_) -> nn.Module:
+  """FitNets' regressor: conv + BatchNorm + ReLU, as the benchmark's `hint` runs it."""
+  return conv_reg_for("fitnet", student_shape, teacher_shape, relu=True)
 
 
 @register_term("fitnet", features=True, connector=regressor_for)
 def fitnet(student: jax.Array, teacher: jax.Array) -> jax.Array:
   """Romero et al. 2015 (FitNets): mean (r(F_s) - F_t)^2 over all elements, r a learned
-  regressor (applied before this call) from the student's hint layer to the teacher's."""
+  regressor (applied before this call) from the student's hint layer to the teacher's:
+  the benchmark's ConvReg (conv + BatchNorm + ReLU), not the paper's bare convolution."""
   return jnp.mean((student - jax.lax.stop_gradient(teacher)) ** 2)
 
 
@@ -65,7 +96,8 @@ def at(student: jax.Array, teacher: jax.Array, p: float = 2.0) -> jax.Array:
 
 class VIDHead(nn.Module):
   """VID's learnable parts: a 1x1-conv regressor for the mean (in -> mid -> mid -> teacher
-  channels, ReLU between) and a per-channel variance softplus(alpha) + eps."""
+  channels, ReLU between, no biases as in the authors' and the benchmark's code) and a
+  per-channel variance softplus(alpha) + eps."""
 
   features: int
   mid_features: int
@@ -74,9 +106,9 @@ class VIDHead(nn.Module):
 
   @nn.compact
   def __call__(self, student: jax.Array, teacher: jax.Array, index: jax.Array):
-    x = nn.relu(nn.Conv(self.mid_features, (1, 1), name="conv1")(student))
-    x = nn.relu(nn.Conv(self.mid_features, (1, 1), name="conv2")(x))
-    mean = nn.Conv(self.features, (1, 1), name="conv3")(x)
+    x = nn.relu(nn.Conv(self.mid_features, (1, 1), use_bias=False, name="conv1")(student))
+    x = nn.relu(nn.Conv(self.mid_features, (1, 1), use_bias=False, name="conv2")(x))
+    mean = nn.Conv(self.features, (1, 1), use_bias=False, name="conv3")(x)
     start = jnp.log(jnp.expm1(self.init_variance - self.eps))  # softplus(start) + eps = init
     alpha = self.param("alpha", lambda key, shape: jnp.full(shape, start), (self.features,))
     return (mean, jax.nn.softplus(alpha) + self.eps), teacher

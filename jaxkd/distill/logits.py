@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxkd.distill.terms import (TermInputs, kl_divergence, register_term, scaled,
+from jaxkd.distill.terms import (TermInputs, epoch_warmup, kl_divergence, register_term, scaled,
                                  teacher_probs)
 
 
@@ -80,10 +80,10 @@ def dkd(inputs: TermInputs, alpha: float = 1.0, beta: float = 8.0, temperature: 
   """Zhao et al. 2022 (Decoupled KD): min(epoch / warmup, 1) * T^2 * (alpha * TCKD + beta * NCKD).
 
   KD itself equals TCKD + (1 - p_target^teacher) * NCKD; DKD frees the two weights.
+  epoch is 1-based and whole, as in mdistiller (1/warmup during the first epoch).
   """
   tckd, nckd, _ = dkd_parts(inputs, temperature, standardize)
-  epoch = inputs.step / inputs.steps_per_epoch
-  warmup = jnp.minimum(epoch / warmup_epochs, 1.0) if warmup_epochs > 0 else 1.0
+  warmup = epoch_warmup(inputs.step, inputs.steps_per_epoch, warmup_epochs)
   return warmup * temperature**2 * jnp.mean(alpha * tckd + beta * nckd)
 
 

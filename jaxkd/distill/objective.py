@@ -4,6 +4,8 @@ config.distill.terms.<name> = {weight, <options of the term>}, where <name> is a
 registered term or any label with `term: <registered name>` (to use one term
 twice). `weight` and `temperature` may follow a schedule:
   weight_schedule: constant | warmup (0 -> weight over weight_warmup_epochs)
+                   | epoch_warmup (weight * min(epoch / weight_warmup_epochs, 1), the
+                   1-based epoch: mdistiller's warm-up, e.g. ReviewKD's)
                    | cosine (weight -> weight_end over the run)
   temperature_schedule: constant | warmup (temperature_start -> temperature over
                    temperature_warmup_epochs) | cosine (temperature -> temperature_end)
@@ -24,10 +26,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxkd.distill.terms import TERMS, TermInputs
+from jaxkd.distill.terms import TERMS, TermInputs, epoch_warmup
 from jaxkd.errors import JaxkdError
 
-SCHEDULE_KINDS = ("constant", "warmup", "cosine")
+SCHEDULE_KINDS = ("constant", "warmup", "epoch_warmup", "cosine")
 
 
 def value_schedule(name: str, spec: dict, steps_per_epoch: int, total_steps: int) -> Callable:
@@ -41,6 +43,8 @@ def value_schedule(name: str, spec: dict, steps_per_epoch: int, total_steps: int
     raise JaxkdError(f"{name}_schedule '{kind}' is not one of {SCHEDULE_KINDS}.")
   if kind == "warmup":
     return optax.linear_schedule(float(start), value, max(int(warmup_epochs * steps_per_epoch), 1))
+  if kind == "epoch_warmup":
+    return lambda step: value * epoch_warmup(step, steps_per_epoch, warmup_epochs)
   if kind == "cosine":
     return lambda step: end + (value - end) * 0.5 * (
         1 + jnp.cos(jnp.pi * jnp.minimum(step / max(total_steps, 1), 1.0)))
@@ -98,8 +102,9 @@ class Objective:
                                for p in _flat_paths(t.teacher_path)))
 
   def with_shapes(self, student_shapes: dict, teacher_shapes: dict,
-                  num_examples: int = 0) -> "Objective":
-    """Builds each feature term's connector from the shapes at its paths (no batch axis)."""
+                  num_examples: int = 0, train_labels=None) -> "Objective":
+    """Builds each feature term's connector from the shapes at its paths (no batch axis);
+    `train_labels` (the training set's, by stable index) for connectors that need them."""
     terms = []
     for term in self.terms:
       if term.fn.features:
@@ -107,7 +112,8 @@ class Objective:
         # raises for shapes the method cannot bridge.
         connector = term.fn.connector(_pick(student_shapes, term.student_path),
                                       _pick(teacher_shapes, term.teacher_path),
-                                      options=term.options, num_examples=num_examples)
+                                      options=term.options, num_examples=num_examples,
+                                      train_labels=train_labels)
         term = dataclasses.replace(term, connector=connector)
       terms.append(term)
     return dataclasses.replace(self, terms=tuple(terms))

@@ -56,7 +56,9 @@ def rkd(student: jax.Array, teacher: jax.Array, distance_weight: float = 25.0,
         angle_weight: float = 50.0) -> jax.Array:
   """Park et al. 2019 (relational KD): distance_weight * mean Huber(psi_D^s - psi_D^t)
   + angle_weight * mean Huber(psi_A^s - psi_A^t); psi_D = ||f_i - f_j|| / mean distance,
-  psi_A = cos of the angle (f_i, f_j, f_k) at f_j."""
+  psi_A = cos of the angle (f_i, f_j, f_k) at f_j. As in the authors' and the benchmark's
+  code, the mean distance is over the B(B-1) pairs i != j and the distance loss is a mean
+  over all B^2 entries (the zero diagonal included); the angle loss over all B^3."""
   s, t = _flat(student), jax.lax.stop_gradient(_flat(teacher))
   batch = s.shape[0]
   off_diagonal = 1.0 - jnp.eye(batch)
@@ -66,7 +68,7 @@ def rkd(student: jax.Array, teacher: jax.Array, distance_weight: float = 25.0,
     distances = _pair_distances(flat)
     return distances / (jnp.sum(distances) / count)
 
-  distance = jnp.sum(_huber(normalised_distances(s) - normalised_distances(t)) * off_diagonal) / count
+  distance = jnp.sum(_huber(normalised_distances(s) - normalised_distances(t)) * off_diagonal) / batch**2
   angle = jnp.mean(_huber(_angles(s) - _angles(t)))
   return distance_weight * distance + angle_weight * angle
 

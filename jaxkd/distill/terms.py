@@ -19,7 +19,7 @@ def register_term(name: str, uses_teacher: bool = True, features: bool = False,
   Logit terms: `fn(inputs: TermInputs, **options) -> scalar`. Feature terms
   (features=True): `fn(student_feature, teacher_feature, **options) -> scalar`,
   with options `student` and `teacher` naming the feature paths, and a
-  `connector(student_shape, teacher_shape, options=..., num_examples=...)` that
+  `connector(student_shape, teacher_shape, options=..., num_examples=..., train_labels=...)` that
   returns a Flax module or None, and raises JaxkdError for shapes the method
   cannot bridge. The module is called as (student, teacher, index) -> (student',
   teacher') before the term; its params train with the student, and any other
@@ -64,10 +64,20 @@ class TermInputs:
 
 
 def standardize(logits: jax.Array) -> jax.Array:
-  """Sun et al. 2024 (Logit Standardization in KD): z -> (z - mean(z)) / std(z) per example."""
+  """Sun et al. 2024 (Logit Standardization in KD): z -> (z - mean(z)) / (1e-7 + std(z))
+  per example, std the unbiased (C - 1) estimate, as the authors' code (torch.std) computes."""
   mean = jnp.mean(logits, axis=-1, keepdims=True)
-  std = jnp.std(logits, axis=-1, keepdims=True)
+  std = jnp.std(logits, axis=-1, keepdims=True, ddof=1)
   return (logits - mean) / (std + 1e-7)
+
+
+def epoch_warmup(step: jax.Array, steps_per_epoch: int, warmup_epochs: float) -> jax.Array:
+  """min(epoch / warmup_epochs, 1) with the 1-based epoch number (epoch 1 during the first
+  epoch), constant within an epoch: the warm-up of mdistiller's DKD and ReviewKD."""
+  if warmup_epochs <= 0:
+    return jnp.asarray(1.0)
+  epoch = step // steps_per_epoch + 1
+  return jnp.minimum(epoch / warmup_epochs, 1.0)
 
 
 def scaled(logits: jax.Array, temperature, standardized: bool) -> jax.Array:

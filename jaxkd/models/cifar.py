@@ -1,7 +1,12 @@
 """CIFAR models of the CRD benchmark (Tian et al. 2020): ResNets, Wide ResNets, VGG.
 
 Layer names follow the benchmark's (conv1, layer1..3, block1..3, block0..4,
-fc) so that feature paths read like the published recipes.
+fc) so that feature paths read like the published recipes. Besides each stage's
+output (the benchmark's `feats`), the pre-activation features it distils for AB
+and ReviewKD (`preact_feats`) have paths too: a ResNet block's sum before its
+last ReLU is '<block>/preact', a VGG block's is its last BatchNorm
+('block1/bn0'), a WRN stage's is the next stage's first BatchNorm ('block2_0/bn1',
+and 'bn' after the last stage); the ResNet stem after its ReLU is 'stem'.
 """
 
 from typing import Sequence
@@ -32,6 +37,14 @@ class GlobalPool(nn.Module):
     return jnp.mean(x, axis=(1, 2))
 
 
+class Identity(nn.Module):
+  """Returns its input: gives an intermediate value a feature path of its own."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return x
+
+
 class BasicBlock(nn.Module):
   """conv3x3-BN-ReLU-conv3x3-BN plus identity (or 1x1 conv-BN) shortcut, then ReLU."""
 
@@ -48,7 +61,7 @@ class BasicBlock(nn.Module):
     if self.stride != 1 or x.shape[-1] != self.features:
       residual = nn.Conv(self.features, (1, 1), self.stride, use_bias=False, name="downsample_conv")(x)
       residual = batch_norm(train, "downsample_bn")(residual)
-    return nn.relu(y + residual)
+    return nn.relu(Identity(name="preact")(y + residual))
 
 
 class CifarResNet(nn.Module):
@@ -62,7 +75,7 @@ class CifarResNet(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     blocks = (self.depth - 2) // 6
     x = nn.Conv(self.widths[0], (3, 3), padding=1, use_bias=False, name="conv1")(x)
-    x = nn.relu(batch_norm(train, "bn1")(x))
+    x = Identity(name="stem")(nn.relu(batch_norm(train, "bn1")(x)))
     for stage, features in enumerate(self.widths[1:]):
       for block in range(blocks):
         stride = 2 if stage > 0 and block == 0 else 1
@@ -132,26 +145,31 @@ class VGGBlock(nn.Module):
 
 class VGG(nn.Module):
   """VGG with BatchNorm (Simonyan & Zisserman 2015), CIFAR version: five blocks of
-  conv3x3-BN-ReLU, max-pooling between them, global pooling and one linear layer."""
+  conv3x3-BN-ReLU, max-pooling between them, global pooling and one linear layer.
+
+  As in the benchmark's code (RepDistiller models/vgg.py), the pooling after block 3
+  runs only for 64x64 inputs: at 32x32, block 4 works on 4x4 maps, not 2x2.
+  """
 
   num_classes: int
   blocks: Sequence[Sequence[int]] = ((64,), (128,), (256,), (512,), (512,))
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    height = x.shape[1]
     for b, widths in enumerate(self.blocks):
       x = VGGBlock(tuple(widths), name=f"block{b}")(x, train)
-      if b < len(self.blocks) - 1:
+      if b < len(self.blocks) - 2 or (b == len(self.blocks) - 2 and height == 64):
         x = nn.max_pool(x, (2, 2), strides=(2, 2))
     return nn.Dense(self.num_classes, name="fc")(GlobalPool(name="pool")(x))
 
 
-_VGG_BLOCKS = {
+VGG_BLOCKS = {
     "vgg8": ((64,), (128,), (256,), (512,), (512,)),
     "vgg11": ((64,), (128,), (256, 256), (512, 512), (512, 512)),
     "vgg13": ((64, 64), (128, 128), (256, 256), (512, 512), (512, 512)),
     "vgg16": ((64, 64), (128, 128), (256,) * 3, (512,) * 3, (512,) * 3),
     "vgg19": ((64, 64), (128, 128), (256,) * 4, (512,) * 4, (512,) * 4),
 }
-for _name, _blocks in _VGG_BLOCKS.items():
+for _name, _blocks in VGG_BLOCKS.items():
   register_variant(_name, VGG, blocks=_blocks)
