@@ -1,10 +1,12 @@
-"""CIFAR models against the CRD benchmark's PyTorch definitions (RepDistiller models/).
+"""Models against the reference PyTorch definitions: the CIFAR zoo against the CRD
+benchmark's (RepDistiller models/), the ImageNet ResNets against torchvision's.
 
-Both sides are filled with the same seeded weights (tests/reference/seeded.py); the
-fixture holds the reference's logits and every feature it distils from: feat[0..4]
-(stem, stage outputs, pooled embedding) and the pre-activation ones (preact=True).
-Our side reads them at the paths the CIFAR-100 recipes use (configs/cifar100/distill.py),
-so this also checks that those paths are the benchmark's features.
+Both sides are filled with the same seeded weights (tests/reference/seeded.py). For
+the CIFAR models the fixture holds the reference's logits and the features it distils
+from: feat[0..] (stem, stage outputs, pooled embedding) and, for the ResNets, WRNs and
+VGGs, the pre-activation ones (preact=True). Our side reads them at the paths the
+CIFAR-100 recipes use (configs/cifar100/distill.py), so this also checks that those
+paths are the benchmark's features. Tolerance: 1e-4 of the largest reference value.
 """
 
 import re
@@ -22,7 +24,8 @@ from tests.reference import fixtures
 from tests.reference.seeded import seeded_state
 from tests.test_configs_smoke import GRID
 
-NUMERIC = [m for m in fixtures.load()[1]["models"] if not m.startswith(("mobilenet", "shuffle"))]
+MODELS = list(fixtures.load()[1]["models"])
+MOBILE = ("mobilenetv2", "shufflenetv1", "shufflenetv2")
 
 
 def _flax_name(model: str, torch_name: str) -> str:
@@ -40,6 +43,25 @@ def _flax_name(model: str, torch_name: str) -> str:
       return "fc"
     block, index = re.fullmatch(r"block(\d)\.(\d+)", torch_name).groups()
     return f"block{block}/{'conv' if int(index) % 3 == 0 else 'bn'}{int(index) // 3}"
+  if model == "mobilenetv2":
+    if torch_name == "classifier.0":
+      return "fc"
+    if torch_name.startswith("conv"):  # conv1.0 / conv1.1, conv2.0 / conv2.1
+      head, index = torch_name.split(".")
+      return f"{head}/{('conv', 'bn')[int(index)]}"
+    stage, block, index = re.fullmatch(r"blocks\.(\d+)\.(\d+)\.conv\.(\d+)", torch_name).groups()
+    layer = {0: "conv1", 1: "bn1", 3: "conv2", 4: "bn2", 6: "conv3", 7: "bn3"}[int(index)]
+    return f"blocks_{stage}/block{block}/{layer}"
+  if model.startswith("shufflenet"):
+    if torch_name == "linear":
+      return "fc"
+    match = re.fullmatch(r"layer(\d)\.(\d+)\.(\w+)", torch_name)
+    if not match:
+      return torch_name  # conv1, bn1 (and ShuffleV2's conv2, bn2)
+    stage, block, layer = match.groups()
+    if model == "shufflenetv2":  # Block 0 of each stage is the down-sampling block.
+      return f"layer{stage}/" + ("down" if block == "0" else f"block{int(block) - 1}") + f"/{layer}"
+    return f"layer{stage}/block{block}/{layer}"
   raise ValueError(model)
 
 
@@ -65,14 +87,18 @@ def to_flax(model: str, state: dict) -> dict:
   return flax.traverse_util.unflatten_dict(flat)
 
 
-def _paths(model: str) -> tuple[list[str], list[str]]:
-  """Our paths of the benchmark's feat[0..] and of its preact=True features."""
+def _paths(model: str) -> tuple[list, list]:
+  """Our paths of the benchmark's feat[0..] and of its preact=True features (None: not
+  compared: the mobile models' stems and pre-activation features, which no recipe uses)."""
   stages = GRID.stages(model)
+  if model in MOBILE:
+    feats = [None if model != "mobilenetv2" else "conv1", *stages, "pool"]
+    return feats, [None] * len(feats)
   feats = [GRID.stem(model), *stages, "pool"]
   return feats, [GRID.stem(model), *GRID.preact_stages(model), "pool"]
 
 
-@pytest.mark.parametrize("model", NUMERIC)
+@pytest.mark.parametrize("model", MODELS)
 def test_model_logits_and_features_equal_the_reference(model):
   arrays, meta = fixtures.load()
   info = meta["models"][model]
@@ -84,12 +110,15 @@ def test_model_logits_and_features_equal_the_reference(model):
   assert jax.tree.structure(variables) == jax.tree.structure(jax.tree.map(lambda x: 0, dict(expected)))
   assert jax.tree.map(np.shape, variables) == jax.tree.map(lambda x: x.shape, dict(expected))
   feats, preacts = _paths(model)
-  logits, features, _ = apply_with_features(network, variables, images, feats + preacts)
+  logits, features, _ = apply_with_features(network, variables, images,
+                                            [p for p in feats + preacts if p])
   scale = lambda x: np.max(np.abs(x))
   np.testing.assert_allclose(logits, arrays[f"models/{model}/logits"], rtol=0,
                              atol=1e-4 * scale(arrays[f"models/{model}/logits"]))
   for i in range(info["num_feats"]):
     for kind, path in (("feat", feats[i]), ("preact", preacts[i])):
+      if path is None:
+        continue
       want = arrays.get(f"models/{model}/{kind}{i}", arrays[f"models/{model}/feat{i}"])
       got = fixtures.subsample(np.asarray(features[path]))
       assert got.shape == want.shape, (kind, i, path)
@@ -97,18 +126,21 @@ def test_model_logits_and_features_equal_the_reference(model):
                                  err_msg=f"{model} {kind}[{i}] at '{path}'")
 
 
-@pytest.mark.parametrize("model", [m for m in fixtures.load()[1]["models"] if m not in NUMERIC])
-def test_mobile_models_feature_shapes_equal_the_reference(model):
-  """MobileNetV2 and ShuffleNets: parameter counts (tests/test_models_cifar_mobile.py),
-  and here the shapes of the logits and of the features the recipes distil."""
+@pytest.mark.parametrize("model", ["resnet18", "resnet50"])
+def test_imagenet_resnets_equal_torchvision(model):
   arrays, meta = fixtures.load()
-  network = create_model(ml_collections.ConfigDict({"name": model}), 100)
-  images = jnp.zeros((2, 32, 32, 3))
-  variables = network.init(jax.random.PRNGKey(0), images[:1])
-  paths = GRID.MOBILE_STAGES[model]
-  logits, features, _ = apply_with_features(network, variables, images, [*paths, "pool"])
-  assert logits.shape == arrays[f"models/{model}/logits"].shape
-  num_feats = meta["models"][model]["num_feats"]
-  for i, path in enumerate([*paths, "pool"][-(num_feats - 1):], start=1):
-    assert fixtures.subsample(np.asarray(features[path])).shape == \
-        arrays[f"models/{model}/feat{i}"].shape, (model, i, path)
+  network = create_model(ml_collections.ConfigDict({"name": model}), 10)
+  images = jnp.asarray(arrays["imagenet/input"])
+  expected = jax.eval_shape(lambda: network.init(jax.random.PRNGKey(0), images[:1]))
+  variables = to_flax("resnet", seeded_state(meta["seed"], meta["imagenet"][model]["state_dict"]))
+  assert jax.tree.map(np.shape, variables) == jax.tree.map(lambda x: x.shape, dict(expected))
+  last = {"resnet18": (1, 1, 1, 1), "resnet50": (2, 3, 5, 2)}[model]
+  paths = [f"layer{i + 1}_{b}" for i, b in enumerate(last)]
+  logits, features, _ = apply_with_features(network, variables, images, paths)
+  scale = lambda x: np.max(np.abs(x))
+  want = arrays[f"imagenet/{model}/logits"]
+  np.testing.assert_allclose(logits, want, rtol=0, atol=1e-4 * scale(want))
+  for i, path in enumerate(paths, start=1):
+    want = arrays[f"imagenet/{model}/layer{i}"]
+    np.testing.assert_allclose(fixtures.subsample(np.asarray(features[path])), want, rtol=0,
+                               atol=1e-4 * scale(want), err_msg=f"{model} layer{i} at '{path}'")

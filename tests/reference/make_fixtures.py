@@ -5,7 +5,8 @@ CRD benchmark's RepDistiller (models/, distiller_zoo/, crd/) and mdistiller
 (mdistiller/distillers/) from local checkouts whose paths are arguments, and
 torchdistill from PyPI. Model weights are not stored: both sides fill them from
 seeds (tests/reference/seeded.py); a fixture holds the inputs, the reference's
-tensor names and shapes, and its outputs. The tests need no torch.
+tensor names and shapes, and its outputs. The tests need no torch. The ImageNet
+ResNets are compared with torchvision's, which jaxkd's follow.
 
 Regenerate (in a scratch environment; the checkouts' commits go into meta.json):
   python -m venv /tmp/refenv && /tmp/refenv/bin/pip install torch torchvision torchdistill numpy
@@ -93,6 +94,33 @@ def models(repdistiller: pathlib.Path, out: dict, meta: dict) -> None:
   sys.path.remove(str(repdistiller))
   for name in [m for m in sys.modules if m == "models" or m.startswith("models.")]:
     del sys.modules[name]
+
+
+def imagenet_models(out: dict, meta: dict) -> None:
+  """torchvision's ResNet-18 and ResNet-50 (what jaxkd's ImageNet ResNets follow) on
+  64x64 inputs: logits and each stage's output (forward hooks), seeded weights."""
+  import torchvision
+
+  x_nhwc = seeded_input(SEED, (2, 64, 64, 3))
+  x = torch.from_numpy(np.transpose(x_nhwc, (0, 3, 1, 2)).copy())
+  out["imagenet/input"] = x_nhwc
+  for name in ("resnet18", "resnet50"):
+    model = getattr(torchvision.models, name)(num_classes=10)
+    names_shapes = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+    state = seeded_state(SEED, names_shapes)
+    model.load_state_dict({k: torch.from_numpy(state[k]) if k in state else v
+                           for k, v in model.state_dict().items()})
+    model.eval()
+    stages = {}
+    for i in range(1, 5):
+      getattr(model, f"layer{i}").register_forward_hook(
+          lambda module, inputs, output, i=i: stages.__setitem__(i, output))
+    with torch.no_grad():
+      out[f"imagenet/{name}/logits"] = model(x).numpy()
+    for i, value in stages.items():
+      out[f"imagenet/{name}/layer{i}"] = subsample(_nhwc(value))
+    meta["imagenet"][name] = {"reference": f"torchvision.models.{name}",
+                              "state_dict": names_shapes}
 
 
 def _grad_case(name: str, fn, inputs: dict, grad_wrt: tuple, out: dict, meta: dict, note: str):
@@ -241,10 +269,12 @@ def main():
 
   meta = {"references": {"RepDistiller": _commit(args.repdistiller),
                          "mdistiller": _commit(args.mdistiller),
-                         "torchdistill": torchdistill.__version__, "torch": torch.__version__},
-          "seed": SEED, "models": {}, "losses": {}}
+                         "torchdistill": torchdistill.__version__, "torch": torch.__version__,
+                         "torchvision": __import__("torchvision").__version__},
+          "seed": SEED, "models": {}, "imagenet": {}, "losses": {}}
   out = {}
   models(args.repdistiller, out, meta)
+  imagenet_models(out, meta)
   losses(args.repdistiller, args.mdistiller, out, meta)
   args.out.mkdir(parents=True, exist_ok=True)
   np.savez_compressed(args.out / "reference.npz", **out)
