@@ -17,7 +17,9 @@ def load() -> tuple[dict, dict]:
 
 
 def subsample(feature: np.ndarray) -> np.ndarray:
-  """The entries make_fixtures.subsample keeps (the same rule, on our side)."""
+  """Every k-th row, column and channel of a [B, H, W, C] map (at most 4 x 4 x 64 of
+  them), every k-th entry of a [B, C] vector (at most 64): what a fixture keeps of a
+  feature (make_fixtures.py), and the same entries of ours."""
   channel_stride = max(1, feature.shape[-1] // 64)
   if feature.ndim != 4:
     return feature[:, ::channel_stride]

@@ -28,6 +28,7 @@ import torch
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from fixtures import subsample  # noqa: E402  (the entries a fixture keeps of a feature)
 from seeded import seeded_input, seeded_state  # noqa: E402
 
 SEED = 0
@@ -54,17 +55,6 @@ def _commit(path: pathlib.Path) -> str:
 def _nhwc(x: torch.Tensor) -> np.ndarray:
   x = x.detach().numpy()
   return np.transpose(x, (0, 2, 3, 1)) if x.ndim == 4 else x
-
-
-def subsample(feature: np.ndarray) -> np.ndarray:
-  """Every k-th row, column and channel of a [B, H, W, C] map (at most 4 x 4 x 64 of
-  them), every k-th entry of a [B, C] vector (at most 64): keeps the fixture small; the
-  tests compare the same entries (tests/test_parity_models.py has the same rule)."""
-  channel_stride = max(1, feature.shape[-1] // 64)
-  if feature.ndim != 4:
-    return feature[:, ::channel_stride]
-  stride = max(1, feature.shape[1] // 4)
-  return feature[:, ::stride, ::stride, ::channel_stride]
 
 
 def models(repdistiller: pathlib.Path, out: dict, meta: dict) -> None:
