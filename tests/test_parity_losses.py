@@ -126,3 +126,27 @@ def test_crd_scores_memory_update_and_nce():
     updated = contrastive.update_memory(jnp.asarray(case[f"memory_{side}"]), jnp.asarray(embedding),
                                         index, momentum)
     np.testing.assert_allclose(updated, case[f"memory_{side}_after"], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", range(4))
+def test_fitnet_regressor_equals_the_benchmarks_conv_reg(case):
+  """RepDistiller's ConvReg in training mode (BatchNorm on the batch) with seeded weights:
+  student maps twice, half, larger than and as large as the teacher's."""
+  arrays, meta = fixtures.load()
+  names_shapes = meta["connectors"][f"conv_reg{case}"]["state_dict"]
+  state = seeded_state(meta["seed"], names_shapes)
+  x = arrays[f"connectors/conv_reg{case}/input"]
+  want = arrays[f"connectors/conv_reg{case}/output"]
+  weight = state["conv.weight"]
+  transposed = x.shape[1] * 2 == want.shape[1]
+  # Conv2d (out, in, kh, kw) -> (kh, kw, in, out); ConvTranspose2d (in, out, kh, kw) is the
+  # gradient of a convolution: its kernel flipped in space, as (kh, kw, in, out).
+  kernel = (np.transpose(weight[:, :, ::-1, ::-1], (2, 3, 0, 1)) if transposed
+            else np.transpose(weight, (2, 3, 1, 0)))
+  params = {"conv": {"kernel": kernel, "bias": state["conv.bias"]},
+            "bn": {"scale": state["bn.weight"], "bias": state["bn.bias"]}}
+  stats = {"bn": {"mean": state["bn.running_mean"], "var": state["bn.running_var"]}}
+  regressor = feature_maps.regressor_for(x.shape[1:], want.shape[1:])
+  (got, _), _ = regressor.apply({"params": params, "batch_stats": stats}, jnp.asarray(x), None,
+                                None, mutable=["batch_stats"])
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.max(np.abs(want)))

@@ -170,6 +170,23 @@ def losses(repdistiller: pathlib.Path, mdistiller: pathlib.Path, out: dict, meta
               "t2": g[1][2]}, ("s0", "s1", "s2"), out, meta,
              "RepDistiller distiller_zoo.FSP, three layers, the sum of the pair losses")
 
+  from models.util import ConvReg
+  for case, (s_shape, t_shape) in enumerate((((2, 4, 8, 8), (2, 6, 4, 4)),
+                                             ((2, 4, 4, 4), (2, 6, 8, 8)),
+                                             ((2, 4, 8, 8), (2, 6, 6, 6)),
+                                             ((2, 4, 8, 8), (2, 6, 8, 8)))):
+    regressor = ConvReg(s_shape, t_shape).train()  # BatchNorm on the batch's statistics
+    names_shapes = [(k, list(v.shape)) for k, v in regressor.state_dict().items()]
+    state = seeded_state(SEED, names_shapes)
+    regressor.load_state_dict({k: torch.from_numpy(state[k]) if k in state else v
+                               for k, v in regressor.state_dict().items()})
+    x = normal(*s_shape)
+    with torch.no_grad():
+      out[f"connectors/conv_reg{case}/output"] = _nhwc(regressor(torch.from_numpy(x)))
+    out[f"connectors/conv_reg{case}/input"] = _nhwc(torch.from_numpy(x))
+    meta["connectors"][f"conv_reg{case}"] = {"reference": "RepDistiller models.util.ConvReg",
+                                             "state_dict": names_shapes}
+
   vid = zoo.VIDLoss(8, 8, 8)
   vid_state = seeded_state(SEED, [(k, list(v.shape)) for k, v in vid.state_dict().items()])
   vid.load_state_dict({k: torch.from_numpy(v) for k, v in vid_state.items()})
@@ -261,7 +278,7 @@ def main():
                          "mdistiller": _commit(args.mdistiller),
                          "torchdistill": torchdistill.__version__, "torch": torch.__version__,
                          "torchvision": __import__("torchvision").__version__},
-          "seed": SEED, "models": {}, "imagenet": {}, "losses": {}}
+          "seed": SEED, "models": {}, "imagenet": {}, "connectors": {}, "losses": {}}
   out = {}
   models(args.repdistiller, out, meta)
   imagenet_models(out, meta)
