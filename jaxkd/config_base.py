@@ -26,6 +26,11 @@ def base_config() -> ml_collections.ConfigDict:
       flip=config_dict.placeholder(bool),  # None: dataset default
       mixup_alpha=0.0,  # > 0: mixup (teacher and student see the same mixed view)
       image_size=config_dict.placeholder(int),  # streamed datasets (imagenet2012); None: 224
+      # Examples held out of the training split for model selection ('best' is best on
+      # them; the test set is evaluated and logged, never chosen on). Which ones depends on
+      # validation_seed only: every run of a dataset config holds out the same examples.
+      validation_size=0,
+      validation_seed=0,
   ))
 
   # The objective: weighted named terms (jaxkd.distill); plain training is ce alone.
@@ -51,7 +56,10 @@ def base_config() -> ml_collections.ConfigDict:
   config.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=config_dict.placeholder(float), momentum=0.9, nesterov=False,
       b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, decay_biases_and_norms=False,
-      grad_clip_norm=0.0))
+      grad_clip_norm=0.0,
+      max_norm=0.0,  # > 0: each unit's incoming weights kept to this L2 norm (max-norm)
+      # sgd: momentum from momentum_start to momentum over momentum_warmup_epochs
+      momentum_start=config_dict.placeholder(float), momentum_warmup_epochs=0.0))
 
   config.schedule = ml_collections.ConfigDict(dict(
       name="constant", warmup_epochs=0.0, boundaries_epochs=(), decay_factor=0.1,

@@ -53,10 +53,13 @@ def main(argv: list[str]) -> None:
   except JaxkdError as e:
     _fail(str(e))
   if not result["interrupted"]:
+    selected = (f"best validation accuracy {result['best_validation_accuracy']:.4f} at step "
+                f"{result['best_step']}, test accuracy there {result['selected_test_accuracy']:.4f}"
+                if "selected_test_accuracy" in result else
+                "no model selection (set dataset.validation_size to select on a validation split)")
     train.say(f"final test accuracy {result['test_accuracy']:.4f} "
               f"({result['test_errors']} errors of {result['test_count']}) at step {result['step']}; "
-              f"best {result['best_test_accuracy']:.4f} at step {result['best_test_step']}; "
-              f"workdir {_WORKDIR.value}")
+              f"{selected}; workdir {_WORKDIR.value}")
   if how:
     distributed.shutdown()  # Every process leaves together (jax would also do it at exit).
 

@@ -1,7 +1,8 @@
 """Optimizers and learning-rate schedules from config, built with optax.
 
 config.optimizer: name (sgd | adam | adamw), learning_rate, momentum, nesterov,
-b1, b2, eps, weight_decay, decay_biases_and_norms, grad_clip_norm.
+b1, b2, eps, weight_decay, decay_biases_and_norms, grad_clip_norm, max_norm, and
+for sgd momentum_start / momentum_warmup_epochs (a momentum schedule).
 config.schedule: name (constant | step | cosine), warmup_epochs,
 boundaries_epochs and decay_factor (step), end_factor (cosine).
 """
@@ -61,12 +62,16 @@ def decay_mask(params: Any) -> Any:
 
 
 @OPTIMIZERS.register("sgd")
-def _sgd(config, schedule, mask):
+def _sgd(config, schedule, mask, momentum=None):
   # L2 added to the gradient before momentum, as in PyTorch's SGD(weight_decay=...).
-  return optax.chain(
-      optax.add_decayed_weights(config.get("weight_decay", 0.0), mask),
-      optax.sgd(schedule, momentum=config.get("momentum", 0.0) or None,
-                nesterov=config.get("nesterov", False)))
+  # `momentum`: a step -> momentum schedule (config.optimizer.momentum_start), else constant.
+  if momentum is None:
+    sgd = optax.sgd(schedule, momentum=config.get("momentum", 0.0) or None,
+                    nesterov=config.get("nesterov", False))
+  else:
+    sgd = optax.inject_hyperparams(optax.sgd, static_args=("nesterov",))(
+        learning_rate=schedule, momentum=momentum, nesterov=config.get("nesterov", False))
+  return optax.chain(optax.add_decayed_weights(config.get("weight_decay", 0.0), mask), sgd)
 
 
 @OPTIMIZERS.register("adam")
@@ -82,6 +87,41 @@ def _adamw(config, schedule, mask):
   return optax.adamw(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
                      eps=config.get("eps", 1e-8), weight_decay=config.get("weight_decay", 0.0),
                      mask=mask)
+
+
+def max_norm(limit: float) -> optax.GradientTransformation:
+  """Max-norm constraint (Srivastava et al. 2014, as Hinton et al. 2012/2015 train their
+  MNIST nets): after each update, every unit's incoming weight vector (a kernel's slice
+  for one output unit: all axes but the last) is scaled down to L2 norm <= limit.
+  Biases and norm scales (1-D) are left alone. It comes last in the chain: it turns the
+  update u of params p into project(p + u) - p."""
+
+  def update(updates, state, params):
+    if params is None:
+      raise ValueError("max_norm needs the parameters: pass them to update().")
+
+    def project(u, p):
+      if p.ndim < 2:
+        return u
+      new = p + u
+      norms = jnp.sqrt(jnp.sum(new * new, axis=tuple(range(new.ndim - 1)), keepdims=True))
+      return new * jnp.minimum(1.0, limit / jnp.maximum(norms, 1e-12)) - p
+
+    return jax.tree.map(project, updates, params), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def momentum_schedule(config: ml_collections.ConfigDict, steps_per_epoch: int):
+  """momentum_start -> momentum linearly over momentum_warmup_epochs, then momentum (as
+  Hinton et al. 2012 raise it during training); None when momentum_start is unset."""
+  start = config.get("momentum_start")
+  if start is None:
+    return None
+  if config.name != "sgd":
+    raise JaxkdError(f"optimizer.momentum_start is for sgd, not {config.name}.")
+  steps = max(int(round(config.get("momentum_warmup_epochs", 0.0) * steps_per_epoch)), 1)
+  return optax.linear_schedule(float(start), float(config.momentum), steps)
 
 
 def freeze_labels(prefixes: tuple[str, ...]):
@@ -106,16 +146,22 @@ def freeze_labels(prefixes: tuple[str, ...]):
 
 
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
-                   freeze: tuple[str, ...] = ()) -> optax.GradientTransformation:
-  """The optimizer over the trainable tree; parts under a `freeze` prefix get no updates."""
+                   freeze: tuple[str, ...] = (), steps_per_epoch: int = 1
+                   ) -> optax.GradientTransformation:
+  """The optimizer over the trainable tree; parts under a `freeze` prefix get no updates.
+  Chain: clip by global norm (grad_clip_norm), weight decay, the optimizer (momentum
+  schedule for sgd), max-norm projection (max_norm)."""
   if freeze:
-    tx = make_optimizer(config, schedule)
+    tx = make_optimizer(config, schedule, steps_per_epoch=steps_per_epoch)
     return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
                                  freeze_labels(tuple(freeze)))
   make = OPTIMIZERS.get(config.name)
   if config.get("learning_rate", None) is None or config.learning_rate <= 0:
     raise JaxkdError(f"optimizer.learning_rate must be > 0, got {config.get('learning_rate')}.")
   mask = None if config.get("decay_biases_and_norms", False) else decay_mask
-  tx = make(config, schedule, mask)
+  momentum = momentum_schedule(config, steps_per_epoch)
+  tx = make(config, schedule, mask) if momentum is None else make(config, schedule, mask, momentum)
   clip = config.get("grad_clip_norm", 0.0)
-  return optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+  tx = optax.chain(optax.clip_by_global_norm(clip), tx) if clip else tx
+  limit = config.get("max_norm", 0.0)
+  return optax.chain(tx, max_norm(limit)) if limit else tx

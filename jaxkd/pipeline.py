@@ -2,8 +2,10 @@
 students -> report.
 
 Workdir layout: teacher/ (unless config.teacher_workdir names one trained
-elsewhere), soft_labels.npz (mode 'cached'), baseline/, distilled/, report.md,
-report.json, accuracy.png. Every stage resumes or, when finished, is reused.
+elsewhere), soft_labels.npz (mode 'cached'), baseline/seed=S/, distilled/seed=S/
+for the student seeds S = student.seed, ..., student.seed + student.seeds - 1,
+report.md, report.json, accuracy.png. Every stage resumes or, when finished, is
+reused.
 """
 
 import copy
@@ -22,6 +24,21 @@ from jaxkd.runs import load_run
 from jaxkd.sharding import make_mesh
 from jaxkd.soft_labels import write_soft_labels
 from jaxkd.train import say, train_and_evaluate
+
+
+def student_seeds(config: ml_collections.ConfigDict) -> list[int]:
+  """student.seeds consecutive seeds from student.seed."""
+  count = config.student.get("seeds", 1)
+  if not isinstance(count, int) or count < 1:
+    raise JaxkdError(f"student.seeds must be a positive number of seeds, got {count!r}; e.g. "
+                     "--config.student.seeds=3 (and --config.student.seed=3 for seeds 3, 4, 5).")
+  return list(range(config.student.seed, config.student.seed + count))
+
+
+def seeded(student: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+  student = copy.deepcopy(student)
+  student.seed = seed
+  return student
 
 
 def distilled_config(config: ml_collections.ConfigDict, teacher_dir: pathlib.Path,
@@ -54,6 +71,7 @@ def validate(config: ml_collections.ConfigDict, workdir: pathlib.Path = pathlib.
   if config.distill.mode not in ("online", "cached"):
     raise JaxkdError(f"distill.mode must be 'online' or 'cached', not '{config.distill.mode}'.")
   student = distilled_config(config, workdir / "teacher", workdir / "soft_labels.npz")
+  student_seeds(config)
   for section in (config.teacher, config.student, student):
     config_base.validate(section)
   build_objective(student.distill, steps_per_epoch=1, total_steps=1)
@@ -81,16 +99,19 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
       write_soft_labels(teacher_dir, cache, config.distill.soft_label_dtype, config.distill.top_k)
   else:
     say("== 2/4 soft labels: online (the teacher runs inside the student's train step)")
-  say("== 3/4 baseline student (no teacher)")
-  train_and_evaluate(config.student, workdir / "baseline")
-  say(f"== 4/4 distilled student ({config.distill.mode})")
-  train_and_evaluate(student, workdir / "distilled")
+  seeds = student_seeds(config)
+  students = {"baseline": [], "distilled": []}
+  for number, (role, arm) in enumerate((("baseline", config.student), ("distilled", student))):
+    for seed in seeds:
+      say(f"== {3 + number}/4 {role} student, seed {seed} of {seeds} "
+          + ("(no teacher)" if role == "baseline" else f"({config.distill.mode})"))
+      train_and_evaluate(seeded(arm, seed), workdir / role / f"seed={seed}")
+      students[role].append(load_run(workdir / role / f"seed={seed}", mesh))
 
-  runs = {"teacher": teacher, "baseline": load_run(workdir / "baseline", mesh),
-          "distilled": load_run(workdir / "distilled", mesh)}
   test_data = load_split(config.student.dataset, "test")
-  markdown = write_report(workdir, runs, test_data, mesh, config.student.train.eval_batch_size,
-                          config.report.latency_batch_size, config.report.latency_repeats)
+  markdown = write_report(workdir, teacher, students, seeds, test_data, mesh,
+                          config.student.train.eval_batch_size, config.report.latency_batch_size,
+                          config.report.latency_repeats)
   say("\n" + markdown)
   say(f"report: {workdir / 'report.md'}, {workdir / 'report.json'}, {workdir / 'accuracy.png'}")
   return json.loads((workdir / "report.json").read_text())

@@ -1,7 +1,8 @@
 """The pipeline's report: teacher vs baseline student vs distilled student.
 
 Writes report.json (machine-readable), report.md (the table) and accuracy.png
-(test accuracy over training) into the pipeline's workdir.
+(test accuracy over training) into the pipeline's workdir. The students are
+compared over several seeds: means, spreads, and the gain's Welch interval.
 """
 
 import json
@@ -17,6 +18,7 @@ from jaxkd.data import ArrayDataset
 from jaxkd.metric_writer import read_metrics
 from jaxkd.runs import Run, make_predict, predict_logits
 from jaxkd.sharding import make_mesh
+from jaxkd.stats import mean_std, welch_interval
 
 ROLES = ("teacher", "baseline", "distilled")
 
@@ -37,76 +39,130 @@ def measure_latency_ms(run: Run, data: ArrayDataset, batch_size: int, repeats: i
   return 1000.0 * statistics.median(times)
 
 
-def compare(runs: dict[str, Run], test_data: ArrayDataset, mesh: Mesh, batch_size: int,
-            latency_batch_size: int, latency_repeats: int) -> dict:
-  """The numbers of report.json for each role."""
-  logits = {role: predict_logits(run, test_data, batch_size, mesh) for role, run in runs.items()}
-  teacher_log_probs = np.asarray(jax.nn.log_softmax(logits["teacher"]))
-  teacher_labels = logits["teacher"].argmax(-1)
-  report = {}
-  for role, run in runs.items():
-    predictions = logits[role].argmax(-1)
+def _student_entry(runs: list[Run], seeds: list[int], logits: list[np.ndarray],
+                   test_data: ArrayDataset, teacher_logits: np.ndarray) -> dict:
+  """One student arm over its seeds: the means (under today's keys), spreads, per seed."""
+  teacher_log_probs = np.asarray(jax.nn.log_softmax(teacher_logits))
+  per_seed = []
+  for seed, run, arm_logits in zip(seeds, runs, logits):
+    predictions = arm_logits.argmax(-1)
     correct = int((predictions == test_data.labels).sum())
-    entry = {"workdir": str(run.workdir), "model": run.config.model.to_dict(),
-             "test_accuracy": correct / len(test_data), "test_errors": len(test_data) - correct,
-             "params": run.num_params, "bytes": run.num_bytes,
-             "latency_ms": measure_latency_ms(run, test_data, latency_batch_size, latency_repeats)}
-    if role != "teacher":
-      log_probs = np.asarray(jax.nn.log_softmax(logits[role]))
-      entry["agreement_with_teacher"] = float((predictions == teacher_labels).mean())
-      entry["kl_from_teacher"] = float(np.mean(np.sum(
-          np.exp(teacher_log_probs) * (teacher_log_probs - log_probs), -1)))
-    report[role] = entry
+    log_probs = np.asarray(jax.nn.log_softmax(arm_logits))
+    per_seed.append({
+        "seed": seed, "workdir": str(run.workdir), "test_accuracy": correct / len(test_data),
+        "test_errors": len(test_data) - correct,
+        "agreement_with_teacher": float((predictions == teacher_logits.argmax(-1)).mean()),
+        "kl_from_teacher": float(np.mean(np.sum(
+            np.exp(teacher_log_probs) * (teacher_log_probs - log_probs), -1)))})
+  entry = {"workdir": str(runs[0].workdir.parent), "model": runs[0].config.model.to_dict(),
+           "seeds": list(seeds), "per_seed": per_seed}
+  for key in ("test_accuracy", "test_errors", "agreement_with_teacher", "kl_from_teacher"):
+    entry[key], entry[f"{key}_std"] = mean_std([r[key] for r in per_seed])
+  return entry
+
+
+def compare(teacher: Run, students: dict[str, list[Run]], seeds: list[int],
+            test_data: ArrayDataset, mesh: Mesh, batch_size: int, latency_batch_size: int,
+            latency_repeats: int) -> dict:
+  """The numbers of report.json: the teacher; each student arm ('baseline', 'distilled')
+  over its seeds (final models: no checkpoint is chosen, so nothing is chosen on the
+  test set); the gain in test errors with its 95% interval."""
+  teacher_logits = predict_logits(teacher, test_data, batch_size, mesh)
+  correct = int((teacher_logits.argmax(-1) == test_data.labels).sum())
+  report = {"teacher": {"workdir": str(teacher.workdir), "model": teacher.config.model.to_dict(),
+                        "test_accuracy": correct / len(test_data),
+                        "test_errors": len(test_data) - correct}}
+  for role, runs in students.items():
+    logits = [predict_logits(run, test_data, batch_size, mesh) for run in runs]
+    report[role] = _student_entry(runs, seeds, logits, test_data, teacher_logits)
+  for role, run in (("teacher", teacher), *((r, runs[0]) for r, runs in students.items())):
+    report[role].update(params=run.num_params, bytes=run.num_bytes, latency_ms=measure_latency_ms(
+        run, test_data, latency_batch_size, latency_repeats))
   for role in ROLES:
     report[role]["compression"] = report["teacher"]["params"] / report[role]["params"]
     report[role]["speedup"] = report["teacher"]["latency_ms"] / report[role]["latency_ms"]
+  interval = welch_interval([r["test_errors"] for r in report["baseline"]["per_seed"]],
+                            [r["test_errors"] for r in report["distilled"]["per_seed"]])
+  report["gain"] = {"errors_mean": interval["difference"], "ci95_low": interval["low"],
+                    "ci95_high": interval["high"], "df": interval["df"], "seeds": len(seeds),
+                    "test": "Welch's t, 95%: baseline errors minus distilled errors"}
   report["latency_batch_size"] = latency_batch_size
   report["device"] = str(jax.devices()[0].device_kind)
   return report
 
 
+def verdict(gain: dict) -> str:
+  """The headline: a gain only where its interval supports one."""
+  mean, low, high, n = gain["errors_mean"], gain["ci95_low"], gain["ci95_high"], gain["seeds"]
+  amount = f"{abs(mean):.1f} {'fewer' if mean >= 0 else 'more'} test errors on average over {n} seed(s)"
+  if low is None:
+    return (f"Distillation gave {amount}; with one seed per arm there is no interval, so "
+            "this cannot be told from seed noise (set student.seeds >= 2).")
+  interval = f"95% interval of the gain [{low:.1f}, {high:.1f}] errors, Welch's t"
+  if low > 0:
+    return f"Distillation improves the student: {amount} ({interval}), beyond seed noise."
+  if high < 0:
+    return f"Distillation makes the student worse: {amount} ({interval}), beyond seed noise."
+  return (f"Distillation gave {amount}, but the {interval} includes 0: the difference is "
+          "within seed noise, and no gain is claimed.")
+
+
+def _pm(entry: dict, key: str, scale: float = 1.0, digits: int = 1) -> str:
+  text = f"{scale * entry[key]:.{digits}f}"
+  spread = entry.get(f"{key}_std")
+  return text if spread is None else f"{text} ± {scale * spread:.{digits}f}"
+
+
 def render_markdown(report: dict) -> str:
-  rows = ["| model | test accuracy | errors | params | size | latency / batch | compression | speed-up | agreement with teacher | KL(teacher ‖ model) |",
+  rows = ["| model | test accuracy (%) | errors | params | size | latency / batch | compression | speed-up | agreement with teacher (%) | KL(teacher ‖ model) |",
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for role in ROLES:
     r = report[role]
-    agreement = f"{100 * r['agreement_with_teacher']:.2f}%" if "agreement_with_teacher" in r else "-"
-    kl = f"{r['kl_from_teacher']:.4f}" if "kl_from_teacher" in r else "-"
-    rows.append(f"| {role} ({r['model']['name']}) | {100 * r['test_accuracy']:.2f}% | {r['test_errors']} | "
-                f"{r['params']:,} | {r['bytes'] / 2**20:.2f} MiB | {r['latency_ms']:.3f} ms | "
-                f"{r['compression']:.2f}x | {r['speedup']:.2f}x | {agreement} | {kl} |")
-  gain = report["distilled"]["test_accuracy"] - report["baseline"]["test_accuracy"]
-  fewer = report["baseline"]["test_errors"] - report["distilled"]["test_errors"]
-  verdict = (f"Distillation {'improves' if gain > 0 else 'does not improve'} the student: "
-             f"{100 * gain:+.2f} points of test accuracy ({abs(fewer)} "
-             f"{'fewer' if fewer >= 0 else 'more'} test errors) than the same student trained "
-             "without a teacher.")
+    agreement = _pm(r, "agreement_with_teacher", 100, 2) if "agreement_with_teacher" in r else "-"
+    kl = _pm(r, "kl_from_teacher", 1, 4) if "kl_from_teacher" in r else "-"
+    rows.append(f"| {role} ({r['model']['name']}) | {_pm(r, 'test_accuracy', 100, 2)} | "
+                f"{_pm(r, 'test_errors')} | {r['params']:,} | {r['bytes'] / 2**20:.2f} MiB | "
+                f"{r['latency_ms']:.3f} ms | {r['compression']:.2f}x | {r['speedup']:.2f}x | "
+                f"{agreement} | {kl} |")
+  seeds = report["baseline"]["seeds"]
+  per_seed = ["| seed | baseline errors | distilled errors | fewer errors |", "| --- | --- | --- | --- |"]
+  for base, dist in zip(report["baseline"]["per_seed"], report["distilled"]["per_seed"]):
+    per_seed.append(f"| {base['seed']} | {base['test_errors']} | {dist['test_errors']} | "
+                    f"{base['test_errors'] - dist['test_errors']} |")
   kept = report["distilled"]["test_accuracy"] / report["teacher"]["test_accuracy"]
   return "\n".join([
       "# Distillation report", "",
-      verdict,
+      verdict(report["gain"]),
       f"The distilled student keeps {100 * kept:.2f}% of the teacher's accuracy at "
       f"1/{report['distilled']['compression']:.1f} of its parameters.", "",
       *rows, "",
+      f"Students: mean ± sample standard deviation over seeds {', '.join(map(str, seeds))} "
+      "(each seed changes the student's initialisation, dropout, augmentation and data "
+      "order; one teacher). Every model is evaluated at its last step (no checkpoint is "
+      "chosen); accuracy over all test images.", "",
+      *per_seed, "",
       f"Latency: median time of one batch of {report['latency_batch_size']} test images, "
-      f"compiled, on one {report['device']} device. Accuracy over all test images.",
-      "Training curves: accuracy.png.", ""])
+      f"compiled, on one {report['device']} device (the first seed's student).",
+      "Training curves: accuracy.png. The same numbers: report.json.", ""])
 
 
-def plot_accuracy(workdirs: dict[str, pathlib.Path], path: pathlib.Path) -> None:
+def plot_accuracy(workdirs: dict[str, list[pathlib.Path]], path: pathlib.Path) -> None:
+  """Test accuracy over training, one line per run (the seeds of an arm share a colour)."""
   import matplotlib
 
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
   fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
-  for role, workdir in workdirs.items():
-    records = read_metrics(workdir)
-    train_records = [r for r in records if r["split"] == "train" and "epoch" in r]
-    steps_per_epoch = train_records[-1]["step"] / train_records[-1]["epoch"] if train_records else 1
-    tests = [r for r in records if r["split"] == "test"]
-    ax.plot([r["step"] / steps_per_epoch for r in tests], [100 * r["accuracy"] for r in tests],
-            marker="o", label=role)
+  for colour, (role, dirs) in enumerate(workdirs.items()):
+    for i, workdir in enumerate(dirs):
+      records = read_metrics(workdir)
+      train_records = [r for r in records if r["split"] == "train" and "epoch" in r]
+      steps_per_epoch = train_records[-1]["step"] / train_records[-1]["epoch"] if train_records else 1
+      tests = [r for r in records if r["split"] == "test"]
+      ax.plot([r["step"] / steps_per_epoch for r in tests], [100 * r["accuracy"] for r in tests],
+              marker="o", markersize=3, color=f"C{colour}", alpha=0.8,
+              label=role if i == 0 else None)
   ax.set_xlabel("epoch")
   ax.set_ylabel("test accuracy (%)")
   ax.grid(alpha=0.3)
@@ -116,12 +172,16 @@ def plot_accuracy(workdirs: dict[str, pathlib.Path], path: pathlib.Path) -> None
   plt.close(fig)
 
 
-def write_report(workdir: pathlib.Path, runs: dict[str, Run], test_data: ArrayDataset, mesh: Mesh,
-                 batch_size: int, latency_batch_size: int, latency_repeats: int) -> str:
-  report = compare(runs, test_data, mesh, batch_size, latency_batch_size, latency_repeats)
+def write_report(workdir: pathlib.Path, teacher: Run, students: dict[str, list[Run]],
+                 seeds: list[int], test_data: ArrayDataset, mesh: Mesh, batch_size: int,
+                 latency_batch_size: int, latency_repeats: int) -> str:
+  report = compare(teacher, students, seeds, test_data, mesh, batch_size, latency_batch_size,
+                   latency_repeats)
   markdown = render_markdown(report)
   if jax.process_index() == 0:
     (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     (workdir / "report.md").write_text(markdown)
-    plot_accuracy({role: run.workdir for role, run in runs.items()}, workdir / "accuracy.png")
+    plot_accuracy({"teacher": [teacher.workdir],
+                   **{role: [run.workdir for run in runs] for role, runs in students.items()}},
+                  workdir / "accuracy.png")
   return markdown

@@ -276,25 +276,22 @@ class Sweep:
       data = datasets
       if data is None:
         key = cell.config.dataset.to_json_best_effort(sort_keys=True)
-        if key not in loaded:
-          loaded[key] = (load_split(cell.config.dataset, "train"),
-                         load_split(cell.config.dataset, "test"))
+        if key not in loaded:  # The whole training split: the run holds out its validation.
+          source = ml_collections.ConfigDict(cell.config.dataset.to_dict())
+          source.validation_size = 0
+          loaded[key] = (load_split(source, "train"), load_split(source, "test"))
         data = loaded[key]
       result = train.train_and_evaluate(cell.config, cell.workdir, datasets=data, mesh=mesh)
       if result["interrupted"]:
         raise JaxkdError(f"cell {index} was interrupted at step {result['step']} (its checkpoint "
                          "is saved); run the same command again to resume the sweep.")
-      tests = [r for r in read_metrics(cell.workdir) if r["split"] == "test"]
-      best = [r for r in tests if r["step"] == result["best_test_step"]]
       record = {"index": index, "setting": dict(zip([a.key for a in self.axes], cell.setting)),
                 "values": {a.key: sweep_report.jsonable(v) for a, v in zip(self.axes, cell.values)},
                 "seed": cell.seed, "step": result["step"],
                 "test_accuracy": result["test_accuracy"], "test_errors": result["test_errors"],
                 "test_count": result["test_count"],
-                "best_test_accuracy": result["best_test_accuracy"],
-                "best_test_step": result["best_test_step"],
-                "best_test_errors": best[-1]["errors"] if best and "errors" in best[-1] else
-                round((1 - result["best_test_accuracy"]) * result["test_count"]),
+                **{k: result.get(k) for k in ("best_step", "best_validation_accuracy",
+                                              "selected_test_accuracy", "selected_test_errors")},
                 "num_params": result["num_params"], "config": _plain_config(cell.config)}
       if jax.process_index() == 0:
         _write_atomic(cell.workdir / CELL_FILE, json.dumps(record, indent=2) + "\n")

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any, Mapping, Sequence
 if TYPE_CHECKING:
   from jaxkd.sweep import Axis
 
-NUMBERS = ("best_test_accuracy", "test_accuracy", "best_test_errors", "test_errors")
+# selected_*: the test numbers at the step of best validation accuracy (runs with
+# dataset.validation_size > 0; missing otherwise); the others at the last step.
+NUMBERS = ("selected_test_accuracy", "test_accuracy", "selected_test_errors", "test_errors")
 
 
 def summarize(axes: Sequence["Axis"], results_by_setting: Mapping[tuple[str, ...], Sequence[dict]]
@@ -32,7 +34,7 @@ def summarize(axes: Sequence["Axis"], results_by_setting: Mapping[tuple[str, ...
     row = {"setting": dict(zip([a.key for a in axes], setting)), "n": len(done),
            "seeds": [r["seed"] for r in done]}
     for name in NUMBERS:
-      values = [float(r[name]) for r in done]
+      values = [float(r[name]) for r in done if r.get(name) is not None]
       row[name] = {"mean": statistics.fmean(values) if values else None,
                    "std": statistics.stdev(values) if len(values) > 1 else None,
                    "values": values}
@@ -45,17 +47,19 @@ def markdown(rows: list[dict], axes: Sequence["Axis"], missing: Sequence[int] = 
              argv: Sequence[str] | None = None) -> str:
   """results.md: the table of `rows` and notes (seeds, swept keys, the `missing` cell indices,
   the command `argv`) for the sweep in `workdir`; `test_count`: test images per evaluation."""
-  head = [a.label for a in axes] + ["n", "best test accuracy (%)", "final test accuracy (%)",
-                                    "best errors", "final errors"]
+  head = [a.label for a in axes] + ["n", "selected test accuracy (%)", "final test accuracy (%)",
+                                    "selected errors", "final errors"]
   lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
   for row in rows:
-    numbers = [_pm(row[n], 100.0, 2) for n in ("best_test_accuracy", "test_accuracy")]
-    numbers += [_pm(row[n], 1.0, 1) for n in ("best_test_errors", "test_errors")]
+    numbers = [_pm(row[n], 100.0, 2) for n in ("selected_test_accuracy", "test_accuracy")]
+    numbers += [_pm(row[n], 1.0, 1) for n in ("selected_test_errors", "test_errors")]
     lines.append("| " + " | ".join([row["setting"][a.key] for a in axes] + [str(row["n"])] +
                                    numbers) + " |")
   notes = [f"Mean ± sample standard deviation over seeds {', '.join(map(str, seeds))} "
-           f"(n: finished seeds). Best: the highest test accuracy of any evaluation during "
-           f"training; final: at the last step. Errors out of {test_count or '?'} test images."]
+           f"(n: finished seeds). Selected: the test accuracy at the evaluation with the best "
+           f"validation accuracy (dataset.validation_size examples held out of the training "
+           f"split; '-' without one): the test set is never chosen on. Final: at the last "
+           f"step. Errors out of {test_count or '?'} test images."]
   if axes:
     notes.append("Swept: " + "; ".join(f"{a.label} = config.{a.key} in "
                                        f"{{{', '.join(a.raw)}}}" for a in axes) + ".")
@@ -92,7 +96,7 @@ def json_text(rows: list[dict], axes: Sequence["Axis"], seeds: Sequence[int],
 
 
 def plot(rows: list[dict], axes: Sequence["Axis"], path: pathlib.Path, num_seeds: int) -> None:
-  """results.png at `path`: final and best test accuracy against the first axis, one line
+  """results.png at `path`: final and selected test accuracy against the first axis, one line
   per combination of the other axes' values, with std error bars."""
   import matplotlib
 
@@ -112,8 +116,10 @@ def plot(rows: list[dict], axes: Sequence["Axis"], path: pathlib.Path, num_seeds
       rest = tuple(row["setting"][a.key] for a in axes[1:])
       groups.setdefault(rest, []).append(row)
   for panel, name, title in ((panels[0], "test_accuracy", "final test accuracy"),
-                             (panels[1], "best_test_accuracy", "best test accuracy")):
+                             (panels[1], "selected_test_accuracy",
+                              "test accuracy at best validation")):
     for rest, members in groups.items():
+      members = [r for r in members if r[name]["mean"] is not None]
       label = ", ".join(f"{a.label}={v}" for a, v in zip(axes[1:], rest)) or (
           f"mean ± std over {num_seeds} seed(s)")
       members = sorted(members, key=lambda r: position(r["setting"][first.key]) if first else 0)

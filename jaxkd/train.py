@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from jaxkd import config_base
 from jaxkd.checkpoint import Checkpointer
 from jaxkd.data import (ArrayDataset, Preprocess, eval_batches, load_split, make_train_batches,
-                        prefetch, preprocessing)
+                        prefetch, preprocessing, split_validation)
 from jaxkd.data.augment import mixup
 from jaxkd.distill import Objective, TermInputs, build_objective
 from jaxkd.errors import JaxkdError
@@ -295,6 +295,13 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   mesh = mesh or make_mesh()
   train_data, test_data = datasets or (load_split(config.dataset, "train"),
                                        load_split(config.dataset, "test"))
+  validation_data = None
+  if config.dataset.get("validation_size", 0):
+    if datasets:  # The user's arrays: held out the same way as a named dataset's.
+      train_data, validation_data = split_validation(train_data, config.dataset.validation_size,
+                                                     config.dataset.get("validation_seed", 0))
+    else:
+      validation_data = load_split(config.dataset, "validation")
   if train_data.num_classes != test_data.num_classes:
     raise JaxkdError(f"train and test splits have {train_data.num_classes} and "
                      f"{test_data.num_classes} classes; they must agree. For an .npz file (whose "
@@ -321,7 +328,8 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
       train_data)
   schedule = make_schedule(config.schedule, config.optimizer.learning_rate, steps_per_epoch,
                            total_steps)
-  tx = make_optimizer(config.optimizer, schedule, freeze=config.train.freeze)
+  tx = make_optimizer(config.optimizer, schedule, freeze=config.train.freeze,
+                      steps_per_epoch=steps_per_epoch)
   state = init_train_state(model, tx, train_data.image_shape, config.seed, mesh, aux_params,
                            aux_state)
   frozen = None
@@ -390,12 +398,18 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
         pending, last_time, last_step = [], now, step
       if step % eval_every == 0 or step == total_steps:
         eval_start = time.perf_counter()
+        line = f"step {step} epoch {step / steps_per_epoch:.2f}:"
+        if validation_data is not None:
+          validation = evaluate(eval_step, state.variables(), validation_data,
+                                config.train.eval_batch_size, mesh)
+          writer.write(step, "validation", validation)
+          line += f" validation accuracy {validation['accuracy']:.4f},"
         result = evaluate(eval_step, state.variables(), test_data, config.train.eval_batch_size, mesh)
         last_eval = (step, result)
         writer.write(step, "test", result)
         if jax.process_index() == 0:  # tqdm.write prints even where the bar is disabled.
-          progress.write(f"step {step} epoch {step / steps_per_epoch:.2f}: test accuracy "
-                         f"{result['accuracy']:.4f} ({result['errors']} errors / {result['count']})")
+          progress.write(f"{line} test accuracy {result['accuracy']:.4f} ({result['errors']} "
+                         f"errors / {result['count']})")
         # Evaluation time is not training throughput: the window since the last log
         # (which may hold steps before this evaluation) loses the time evaluation took.
         last_time += time.perf_counter() - eval_start
@@ -421,10 +435,22 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
     result = evaluate(eval_step, state.variables(), test_data, config.train.eval_batch_size, mesh)
     say(f"already trained to step {final_step}; test accuracy {result['accuracy']:.4f}")
   writer.close()
+  summary = {"step": final_step, "interrupted": False, "num_params": num_params,
+             **{f"test_{k}": v for k, v in result.items()}}
   # Only process 0 wrote metrics.jsonl (other hosts may not share the disk, or read it mid-write).
-  tests = ([r for r in read_metrics(workdir) if r["split"] == "test"] if jax.process_index() == 0
-           else []) or [{"step": final_step, **result}]
-  best = max(tests, key=lambda r: r["accuracy"])
-  return {"step": final_step, "interrupted": False, "num_params": num_params,
-          **{f"test_{k}": v for k, v in result.items()},
-          "best_test_accuracy": best["accuracy"], "best_test_step": best["step"]}, carry
+  if validation_data is not None and jax.process_index() == 0:
+    summary.update(select_on_validation(read_metrics(workdir)))
+  return summary, carry
+
+
+def select_on_validation(records: list[dict]) -> dict:
+  """The evaluation step with the best validation accuracy (the earliest of ties) and the
+  test metrics logged at that step: model selection that never looks at the test set."""
+  validation = [r for r in records if r["split"] == "validation"]
+  if not validation:
+    return {}
+  best = max(validation, key=lambda r: (r["accuracy"], -r["step"]))
+  test = {r["step"]: r for r in records if r["split"] == "test"}.get(best["step"], {})
+  return {"best_step": best["step"], "best_validation_accuracy": best["accuracy"],
+          **({"selected_test_accuracy": test["accuracy"], "selected_test_errors": test["errors"]}
+             if test else {})}

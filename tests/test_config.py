@@ -78,3 +78,15 @@ def test_every_config_file_loads_and_validates():
       pipeline.validate(values.config)
     else:
       config_base.validate(values.config)
+
+
+def test_pipeline_student_seeds_must_be_a_positive_count():
+  from jaxkd.config_base import load_config_file
+
+  config = load_config_file(REPO / "configs" / "mnist" / "pipeline.py")
+  assert pipeline.student_seeds(config) == [0, 1, 2]
+  config.student.seed = 3
+  assert pipeline.student_seeds(config) == [3, 4, 5]
+  config.student.seeds = 0
+  with pytest.raises(JaxkdError, match="student.seeds must be a positive number of seeds"):
+    pipeline.validate(config)

@@ -66,3 +66,33 @@ def test_unknown_optimizer_and_bad_learning_rate():
     make_optimizer(_optimizer(name="sgd", learning_rate=0.0), optax.constant_schedule(0.0))
   with pytest.raises(JaxkdError, match="unknown schedule 'linear'"):
     make_schedule(_schedule(name="linear"), 0.1, 10, 100)
+
+
+def test_max_norm_projects_each_units_incoming_weights():
+  params = {"kernel": jnp.array([[3.0, 0.1], [4.0, 0.2]]), "bias": jnp.array([10.0, -10.0])}
+  tx = make_optimizer(_optimizer(name="sgd", learning_rate=1.0, momentum=0.0, max_norm=2.0),
+                      optax.constant_schedule(1.0))
+  grads = {"kernel": jnp.zeros((2, 2)), "bias": jnp.array([1.0, 1.0])}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  new = optax.apply_updates(params, updates)
+  # Hand-worked: column 0 has norm 5 -> scaled to norm 2 (1.2, 1.6); column 1 (norm 0.22)
+  # stays; biases are not constrained, only updated.
+  np.testing.assert_allclose(new["kernel"], [[1.2, 0.1], [1.6, 0.2]], rtol=1e-6)
+  np.testing.assert_allclose(new["bias"], [9.0, -11.0])
+
+
+def test_momentum_schedule_rises_linearly_to_the_momentum():
+  from jaxkd.optim import momentum_schedule
+
+  config = _optimizer(name="sgd", learning_rate=0.1, momentum=0.9, momentum_start=0.5,
+                      momentum_warmup_epochs=2.0)
+  schedule = momentum_schedule(config, steps_per_epoch=10)
+  assert [float(schedule(s)) for s in (0, 10, 20, 50)] == pytest.approx([0.5, 0.7, 0.9, 0.9])
+  # In the optimizer: the first step's update is -lr * g, the second -lr * (g + m_1 g).
+  tx = make_optimizer(config, optax.constant_schedule(0.1), steps_per_epoch=10)
+  params, grads = {"w": jnp.zeros(1)}, {"w": jnp.ones(1)}
+  state = tx.init(params)
+  first, state = tx.update(grads, state, params)
+  second, _ = tx.update(grads, state, params)
+  np.testing.assert_allclose(first["w"], [-0.1])
+  np.testing.assert_allclose(second["w"], [-0.1 * (1 + 0.52)], rtol=1e-6)

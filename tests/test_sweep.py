@@ -23,6 +23,7 @@ def _npz_config(tmp_path):
   np.savez(tmp_path / "toy.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
   config = toy_config(num_steps=4, eval_every_steps=2, log_every_steps=2)
   config.dataset.path = str(tmp_path / "toy.npz")
+  config.dataset.validation_size = 56
   config.lock()
   return config
 
@@ -47,12 +48,16 @@ def test_two_by_two_sweep_writes_means_and_skips_finished_cells(tmp_path, capsys
   for lr in ("0.003", "0.03"):
     last, best, last_err = [], [], []
     for seed in (0, 1):
-      tests = [r for r in read_metrics(tmp_path / "sweep" / f"optimizer.learning_rate={lr}" /
-                                       f"seed={seed}") if r["split"] == "test"]
-      assert [r["step"] for r in tests] == [2, 4]
+      records = read_metrics(tmp_path / "sweep" / f"optimizer.learning_rate={lr}" / f"seed={seed}")
+      tests = [r for r in records if r["split"] == "test"]
+      validation = [r for r in records if r["split"] == "validation"]
+      assert [r["step"] for r in tests] == [r["step"] for r in validation] == [2, 4]
+      assert {r["count"] for r in validation} == {56}
       last.append(tests[-1]["accuracy"])
       last_err.append(tests[-1]["errors"])
-      best.append(max(r["accuracy"] for r in tests))
+      # Selected: the test accuracy where validation accuracy was best (earliest of ties).
+      chosen = max(validation, key=lambda r: (r["accuracy"], -r["step"]))["step"]
+      best.append([r["accuracy"] for r in tests if r["step"] == chosen][0])
     expected[lr] = (last, best, last_err)
   assert np.std(expected["0.003"][0]) > 0  # seeds differ: the std is checked, not just 0
   rows = list(csv.DictReader((tmp_path / "sweep" / "results.csv").open()))
@@ -62,8 +67,8 @@ def test_two_by_two_sweep_writes_means_and_skips_finished_cells(tmp_path, capsys
     assert row["n"] == "2" and row["seeds"] == "0 1"
     np.testing.assert_allclose(float(row["test_accuracy_mean"]), np.mean(last), rtol=1e-12)
     np.testing.assert_allclose(float(row["test_accuracy_std"]), np.std(last, ddof=1), atol=1e-12)
-    np.testing.assert_allclose(float(row["best_test_accuracy_mean"]), np.mean(best), rtol=1e-12)
-    np.testing.assert_allclose(float(row["best_test_accuracy_std"]), np.std(best, ddof=1), atol=1e-12)
+    np.testing.assert_allclose(float(row["selected_test_accuracy_mean"]), np.mean(best), rtol=1e-12)
+    np.testing.assert_allclose(float(row["selected_test_accuracy_std"]), np.std(best, ddof=1), atol=1e-12)
     np.testing.assert_allclose(float(row["test_errors_mean"]), np.mean(last_err), rtol=1e-12)
   markdown = (tmp_path / "sweep" / "results.md").read_text()
   last, best, _ = expected["0.003"]

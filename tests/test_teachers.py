@@ -145,6 +145,7 @@ def test_pipeline_writes_the_report(toy_teacher, tmp_path):
   config.teacher = _npz_config(npz_path)
   config.teacher_workdir = str(teacher_dir)
   config.student = _npz_config(npz_path, widths=(8,))
+  config.student.seeds = 2
   config.distill = ml_collections.ConfigDict(dict(
       terms={"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "temperature": 4.0}},
       teacher_combine="average", mode="cached", soft_label_dtype="float16", top_k=0))
@@ -154,11 +155,33 @@ def test_pipeline_writes_the_report(toy_teacher, tmp_path):
     for key in ("test_accuracy", "test_errors", "params", "bytes", "latency_ms"):
       assert key in report[role], (role, key)
   assert report["distilled"]["params"] == report["baseline"]["params"] < report["teacher"]["params"]
-  assert report["baseline"]["test_errors"] == round((1 - report["baseline"]["test_accuracy"]) * 203)
-  assert 0 <= report["distilled"]["agreement_with_teacher"] <= 1
+  # Each arm over seeds 0 and 1: per-seed numbers, their mean and sample std.
+  for role in ("baseline", "distilled"):
+    entry = report[role]
+    assert entry["seeds"] == [0, 1] and [r["seed"] for r in entry["per_seed"]] == [0, 1]
+    errors = [r["test_errors"] for r in entry["per_seed"]]
+    for r in entry["per_seed"]:
+      metrics = read_metrics(tmp_path / role / f"seed={r['seed']}")
+      assert r["test_errors"] == [m for m in metrics if m["split"] == "test"][-1]["errors"]
+      assert 0 <= r["agreement_with_teacher"] <= 1
+    assert entry["test_errors"] == np.mean(errors)
+    assert entry["test_errors_std"] == pytest.approx(np.std(errors, ddof=1))
+    assert entry["test_accuracy"] == pytest.approx(1 - np.mean(errors) / 203)
+  # The gain: baseline minus distilled errors, with Welch's 95% interval (as scipy has it).
+  from scipy import stats
+
+  base = [r["test_errors"] for r in report["baseline"]["per_seed"]]
+  dist = [r["test_errors"] for r in report["distilled"]["per_seed"]]
+  gain = report["gain"]
+  assert gain["errors_mean"] == pytest.approx(np.mean(base) - np.mean(dist))
+  if np.std(base) + np.std(dist) > 0:
+    interval = stats.ttest_ind(base, dist, equal_var=False).confidence_interval(0.95)
+    assert (gain["ci95_low"], gain["ci95_high"]) == pytest.approx((interval.low, interval.high))
   assert (tmp_path / "soft_labels.npz").exists() and (tmp_path / "accuracy.png").exists()
-  assert "Distillation" in (tmp_path / "report.md").read_text()
-  assert json.loads((tmp_path / "distilled" / "config.json").read_text())["distill"]["soft_labels"]
+  markdown = (tmp_path / "report.md").read_text()
+  assert "Distillation" in markdown and "| seed | baseline errors |" in markdown
+  assert json.loads((tmp_path / "distilled" / "seed=1" / "config.json").read_text())["seed"] == 1
+  assert json.loads((tmp_path / "distilled" / "seed=0" / "config.json").read_text())["distill"]["soft_labels"]
 
 
 def test_sharded_bfloat16_teacher_from_the_config(toy_teacher, tmp_path, monkeypatch):

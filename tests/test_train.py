@@ -75,13 +75,47 @@ def test_nan_loss_stops_the_run_and_names_the_step(tmp_path, toy_datasets):
     train.train_and_evaluate(config, tmp_path, datasets=toy_datasets)
 
 
-def test_result_reports_best_and_last_test_accuracy(tmp_path, toy_datasets):
+def test_selection_uses_the_validation_split_never_the_test_set(tmp_path, toy_datasets):
   config = toy_config(num_steps=40, log_every_steps=10, eval_every_steps=10)
+  config.dataset.validation_size = 100
   result = train.train_and_evaluate(config, tmp_path, datasets=toy_datasets)
-  tests = [r for r in read_metrics(tmp_path) if r["split"] == "test"]
-  assert [r["step"] for r in tests] == [10, 20, 30, 40]  # The final step is evaluated once.
-  best = max(tests, key=lambda r: r["accuracy"])
-  assert (result["best_test_accuracy"], result["best_test_step"]) == (best["accuracy"], best["step"])
+  records = read_metrics(tmp_path)
+  tests = [r for r in records if r["split"] == "test"]
+  validation = [r for r in records if r["split"] == "validation"]
+  assert [r["step"] for r in tests] == [r["step"] for r in validation] == [10, 20, 30, 40]
+  assert {r["count"] for r in validation} == {100}  # Held out of the 512 training examples.
+  best = max(validation, key=lambda r: (r["accuracy"], -r["step"]))
+  at_best = [r for r in tests if r["step"] == best["step"]][0]
+  assert (result["best_step"], result["selected_test_accuracy"]) == (best["step"], at_best["accuracy"])
   assert result["test_accuracy"] == tests[-1]["accuracy"]
   again = train.train_and_evaluate(config, tmp_path, datasets=toy_datasets)  # Finished: reuse.
   assert again["test_accuracy"] == result["test_accuracy"] and again["step"] == 40
+  # Where validation and test disagree, the validation split decides.
+  made_up = [{"split": "validation", "step": 1, "accuracy": 0.7},
+             {"split": "test", "step": 1, "accuracy": 0.6, "errors": 40},
+             {"split": "validation", "step": 2, "accuracy": 0.9},
+             {"split": "test", "step": 2, "accuracy": 0.5, "errors": 50},
+             {"split": "validation", "step": 3, "accuracy": 0.9},
+             {"split": "test", "step": 3, "accuracy": 0.99, "errors": 1}]
+  assert train.select_on_validation(made_up) == {
+      "best_step": 2, "best_validation_accuracy": 0.9, "selected_test_accuracy": 0.5,
+      "selected_test_errors": 50}
+  # Without a validation split nothing is selected.
+  plain = train.train_and_evaluate(toy_config(num_steps=4), tmp_path / "plain", datasets=toy_datasets)
+  assert "best_step" not in plain and "selected_test_accuracy" not in plain
+
+
+def test_the_validation_split_is_fixed_by_its_seed_and_disjoint():
+  from jaxkd.data import split_validation
+
+  data = ArrayDataset(*toy_arrays(50, 3), num_classes=4)
+  train_a, held_a = split_validation(data, 10, seed=0)
+  train_b, held_b = split_validation(data, 10, seed=0)
+  _, held_c = split_validation(data, 10, seed=1)
+  assert len(train_a) == 40 and len(held_a) == 10 and held_a.split == "validation"
+  np.testing.assert_array_equal(held_a.images, held_b.images)
+  assert not np.array_equal(held_a.images, held_c.images)
+  rows = lambda d: {x.tobytes() + bytes([y]) for x, y in zip(d.images, d.labels)}
+  assert rows(train_a) | rows(held_a) == rows(data) and not rows(train_a) & rows(held_a)
+  with pytest.raises(JaxkdError, match="validation_size=50"):
+    split_validation(data, 50)

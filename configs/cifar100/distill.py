@@ -34,8 +34,10 @@ benchmark's code, scripts/run_cifar_distill.sh and train_student.py):
   embedding, the teacher's pre-activation stage outputs (`preact_feats[1:]`) plus its
   embedding.
 Pairs a method cannot bridge (FSP needs equal channels; layer-matching methods across
-architectures) are refused by name. Model selection: the best and the last test
-accuracy (metrics.jsonl).
+architectures) are refused by name. Report the last epoch's test accuracy (the
+benchmark reports the best test accuracy over training, which selects on the test
+set); with --config.dataset.validation_size=5000 a run also selects a step on 5000
+held-out training images and reports the test accuracy there.
 
 The `smoke` variant differs from the real recipe in length (2 steps), batch (8), data
 (tfds mock data in tests), CRD's negatives (16: the mock set has 16 examples) and a

@@ -1,20 +1,29 @@
 """The MNIST distillation pipeline (the README's main job, `make demo`).
 
-Teacher: configs/mnist/teacher.py (2x1200 MLP, dropout + input jitter, 2.4M
-parameters). Student: a 2x100 MLP (90k parameters, 27x smaller) with the same
-input jitter, trained once without a teacher (baseline) and once on ce 0.1 +
-kd 0.9 at T=4 with the teacher run online on exactly the student's jittered
-view (consistent teaching, Beyer et al. 2022). Both students share the optimizer,
-with gradients clipped at norm 5 (early KD gradients against a confident teacher
-are large).
+Teacher: a LeNet-5 with BatchNorm at twice the width (configs/mnist/teacher_lenet.py:
+244,406 parameters, 4 epochs with input jitter, about 60 test errors). Student: a
+2x100 ReLU MLP (89,610 parameters, 2.7x fewer; about 50x faster on a CPU),
+no dropout and no jitter, 16 epochs, trained once without a teacher (baseline) and
+once on ce 0.1 + kd 0.9 at T=4 from the teacher's soft labels, cached once for the
+training set (the student sees the images unaugmented, so cached and online targets
+are the same). Each arm runs over student.seeds = 3 seeds (0, 1, 2); the report gives
+means, spreads and a 95% interval for the gain.
+
+Why this pair: a convolutional teacher knows what an MLP has to learn from the data
+alone (that a digit shifted by a pixel or two is the same digit), and its soft labels
+pass that on: an unregularised MLP that learns from them overfits less, and the gain
+grows with training (16 epochs: about 40-55 fewer errors than the same MLP trained
+alone; at 8 epochs and with the width-1 LeNet: 30-40). The 2x1200 MLP teacher of
+configs/mnist/teacher.py (about 120 errors) gave a 2x100 student only about 10.
+Both students clip gradients at norm 5 (early KD gradients against a confident
+teacher are large).
 
 Run:
   python -m jaxkd.main --config=configs/mnist/pipeline.py --workdir=runs/mnist_pipeline
-  (--config.distill.mode=cached to distil from soft labels cached to disk)
+  (--config.student.seed=3 for seeds 3, 4, 5; --config.distill.mode=online to run the
+  teacher inside the student's step instead of caching its soft labels)
 
-Expect (2 CPU cores, about 5 minutes): teacher 98.82% (118 errors); baseline
-student 98.21% (179 errors), distilled student 98.31% (169 errors). The table is
-in WORKDIR/report.md. Measured gains over student seeds 0, 1, 2 are in the README.
+Expect (2 CPU cores, about 3 minutes): see the README for the measured table.
 """
 
 import pathlib
@@ -27,15 +36,17 @@ from jaxkd.config_base import load_config_file
 def get_config():
   config = ml_collections.ConfigDict()
   config.job = "pipeline"
-  config.teacher = load_config_file(pathlib.Path(__file__).with_name("teacher.py"))
+  config.teacher = load_config_file(pathlib.Path(__file__).with_name("teacher_lenet.py"))
   config.teacher_workdir = ""  # A teacher trained elsewhere; empty: train one in WORKDIR/teacher.
 
   student = load_config_file(pathlib.Path(__file__).with_name("teacher.py"))
   student.model.widths = (100, 100)
   student.model.dropout = 0.0
-  student.train.epochs = 8
+  student.dataset.crop_padding = 0
+  student.train.epochs = 16
   student.optimizer.learning_rate = 0.05
   student.optimizer.grad_clip_norm = 5.0
+  student.seeds = 3  # student.seed, student.seed + 1, ...: the statistics of the report
   config.student = student
 
   config.distill = ml_collections.ConfigDict(dict(
@@ -44,8 +55,8 @@ def get_config():
           kd=ml_collections.ConfigDict(dict(weight=0.9, temperature=4.0)),
       )),
       teacher_combine="average",
-      mode="online",  # online | cached
-      soft_label_dtype="float16",
+      mode="cached",  # cached | online
+      soft_label_dtype="float32",
       top_k=0,
   ))
   config.report = ml_collections.ConfigDict(dict(latency_batch_size=256, latency_repeats=100))

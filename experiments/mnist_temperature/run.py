@@ -5,7 +5,7 @@
 Runs the sweep below (finished cells are reused), then copies WORKDIR/results.md's table
 into README.md and WORKDIR/results.png next to it. The teacher must exist in
 runs/mnist_pipeline/teacher (make demo trains it; or python -m jaxkd.main
---config=configs/mnist/teacher.py --workdir=runs/mnist_pipeline/teacher).
+--config=configs/mnist/teacher_lenet.py --workdir=runs/mnist_pipeline/teacher).
 """
 
 import argparse
@@ -21,7 +21,7 @@ ROOT = HERE.parents[1]
 def command(workdir: str, epochs: int) -> list[str]:
   return [sys.executable, "-m", "jaxkd.sweep", "--config=configs/mnist/student_kd.py",
           f"--workdir={workdir}", "--sweep", "distill.terms.kd.temperature=1,2,4,8",
-          "--seeds=3", f"--config.train.epochs={epochs}"]
+          "--seeds=3", f"--config.train.epochs={epochs}", "--config.dataset.validation_size=5000"]
 
 
 def main():

@@ -110,8 +110,47 @@ def _stream_split(name: str, info: DatasetInfo, split: str, config: ml_collectio
 
 
 def load_split(config: ml_collections.ConfigDict, split: str) -> ArrayDataset | StreamDataset:
-  """Loads split 'train' or 'test' of config.name in its fixed order: into memory, or
-  as a stream for datasets too large for it (imagenet2012)."""
+  """Loads split 'train', 'validation' or 'test' of config.name in its fixed order: into
+  memory, or as a stream for datasets too large for it (imagenet2012).
+
+  With dataset.validation_size = V > 0, 'validation' is V examples held out of the
+  source's training split and 'train' the rest (see split_validation); with V = 0 there
+  is no 'validation' split and 'train' is the whole training split.
+  """
+  if split == "test":
+    return _load_source_split(config, "test")
+  size = config.get("validation_size", 0) or 0
+  if split == "validation" and not size:
+    raise JaxkdError("this run has no validation split: set dataset.validation_size > 0 "
+                     "(examples held out of the training split).")
+  train = _load_source_split(config, "train")
+  if not size:
+    return train
+  if isinstance(train, StreamDataset):
+    raise JaxkdError(f"dataset.validation_size: {config.name} is streamed, and a validation "
+                     "split is carved from in-memory training data only; set it to 0.")
+  parts = split_validation(train, size, config.get("validation_seed", 0))
+  return parts[0] if split == "train" else parts[1]
+
+
+def split_validation(train: ArrayDataset, size: int, seed: int = 0
+                     ) -> tuple[ArrayDataset, ArrayDataset]:
+  """(train, validation): `size` examples of `train` drawn by `seed` are held out. Both
+  keep the source's order; their stable indices are positions in the new splits. The
+  split depends on `seed` (dataset.validation_seed) only, so every run with the same
+  dataset config (the teacher, every student seed) holds out the same examples."""
+  if not 0 < size < len(train):
+    raise JaxkdError(f"dataset.validation_size={size}: it must be between 1 and the training "
+                     f"split's {len(train) - 1} examples.")
+  held_out = np.zeros(len(train), bool)
+  held_out[np.random.default_rng(seed).permutation(len(train))[:size]] = True
+  part = lambda mask, split: ArrayDataset(train.images[mask], train.labels[mask],
+                                          train.num_classes, name=train.name, split=split)
+  return part(~held_out, "train"), part(held_out, "validation")
+
+
+def _load_source_split(config: ml_collections.ConfigDict, split: str
+                       ) -> ArrayDataset | StreamDataset:
   name = config.name
   info = DATASETS.get(name)
   if name == "npz":

@@ -1,0 +1,36 @@
+"""Statistics over seeds: mean and spread, and the interval of a difference of means."""
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
+  """The mean and the sample standard deviation (n - 1; None for one value)."""
+  values = np.asarray(values, np.float64)
+  return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else None)
+
+
+def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict:
+  """mean(a) - mean(b) with its Welch's-t confidence interval (unequal variances).
+
+  se = sqrt(s_a^2 / n_a + s_b^2 / n_b); df by Welch-Satterthwaite; the interval is
+  difference -+ t_{(1 + confidence) / 2, df} * se. With fewer than two values on a side
+  there is no interval (None); with no spread at all it is the difference itself.
+  """
+  from scipy import stats
+
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  difference = float(a.mean() - b.mean())
+  result = {"difference": difference, "low": None, "high": None, "df": None,
+            "confidence": confidence}
+  if len(a) < 2 or len(b) < 2:
+    return result
+  var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+  se = math.sqrt(var_a + var_b)
+  if se == 0.0:
+    return {**result, "low": difference, "high": difference}
+  df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
+  half = float(stats.t.ppf((1 + confidence) / 2, df)) * se
+  return {**result, "low": difference - half, "high": difference + half, "df": float(df)}
