@@ -6,11 +6,13 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 from conftest import user_net_configs
 from test_distill_features import UserNet  # noqa: F401  (registers test_user_net)
 
 from jaxkd import train
 from jaxkd.checkpoint import Checkpointer
+from jaxkd.errors import JaxkdError
 from jaxkd.distill.contrastive import CRDHeads, nce_loss
 from jaxkd.metric_writer import read_metrics
 
@@ -109,3 +111,5 @@ def test_negatives_come_from_other_classes_uniformly():
     assert set(row) == set(others)  # Never its own class; every other example drawn.
     counts = np.bincount(row, minlength=8)[others]
     np.testing.assert_allclose(counts / len(row), 1 / len(others), atol=0.03)
+  with pytest.raises(JaxkdError, match="at least two classes"):
+    ClassLayout(np.zeros(5, np.int32))

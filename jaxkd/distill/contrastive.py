@@ -29,6 +29,9 @@ class ClassLayout:
 
   def __init__(self, labels: np.ndarray):
     labels = np.asarray(labels, np.int32)
+    if len(np.unique(labels)) < 2:
+      raise JaxkdError("crd: negatives='other_classes' needs training examples of at least two "
+                       "classes; set negatives='uniform'.")
     num_classes = int(labels.max()) + 1
     self.labels = labels
     self.order = np.argsort(labels, kind="stable").astype(np.int32)
