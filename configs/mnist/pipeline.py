@@ -2,7 +2,7 @@
 
 Teacher: a LeNet-5 with BatchNorm at twice the width (configs/mnist/teacher_lenet.py:
 244,406 parameters, 4 epochs with input jitter, about 60 test errors). Student: a
-2x100 ReLU MLP (89,610 parameters, 2.7x fewer; about 50x faster on a CPU),
+2x100 ReLU MLP (89,610 parameters, 2.7x fewer; about 35x faster on a CPU),
 no dropout and no jitter, 16 epochs, trained once without a teacher (baseline) and
 once on ce 0.1 + kd 0.9 at T=4 from the teacher's soft labels, cached once for the
 training set (the student sees the images unaugmented, so cached and online targets
@@ -23,7 +23,10 @@ Run:
   (--config.student.seed=3 for seeds 3, 4, 5; --config.distill.mode=online to run the
   teacher inside the student's step instead of caching its soft labels)
 
-Expect (2 CPU cores, about 3 minutes): see the README for the measured table.
+Expect (2 CPU cores, about 3.5 minutes from a fresh clone, install included): the
+teacher 60 test errors; the students 182.0 ± 9.8 errors alone and 134.0 ± 7.0
+distilled, a gain of 48.0 with 95% interval [27.8, 68.2] (AMD EPYC; other CPUs give
+other digits, the same statistics). The README has the table.
 """
 
 import pathlib
