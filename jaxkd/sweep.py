@@ -255,7 +255,6 @@ class Sweep:
 
     from jaxkd import train
     from jaxkd.data import load_split
-    from jaxkd.metric_writer import read_metrics
 
     indices = range(len(self.cells)) if indices is None else indices
     for index in indices:

@@ -1,4 +1,4 @@
-"""Train state, the jitted train and eval steps, and the training loop.
+"""Train state, the jitted train step, and the training loop (evaluation: jaxkd/evaluation.py).
 
 The steps are pure functions of (state, batch) compiled once with jax.jit over
 a device mesh: the batch is split on the 'data' axis, the state replicated.
@@ -23,11 +23,12 @@ from jax.sharding import Mesh
 
 from jaxkd import config_base
 from jaxkd.checkpoint import Checkpointer
-from jaxkd.data import (ArrayDataset, Preprocess, eval_batches, load_split, make_train_batches,
-                        prefetch, preprocessing, split_validation)
+from jaxkd.data import (ArrayDataset, Preprocess, load_split, make_train_batches, prefetch,
+                        preprocessing, split_validation)
 from jaxkd.data.augment import mixup
 from jaxkd.distill import Objective, TermInputs, build_objective
 from jaxkd.errors import JaxkdError
+from jaxkd.evaluation import evaluate, make_eval_step, select_on_validation
 from jaxkd.features import apply_with_features, feature_shapes
 from jaxkd.interrupt import stop_on_signals
 from jaxkd.metric_writer import MetricWriter, read_metrics
@@ -169,36 +170,6 @@ def make_train_step(model: nn.Module, tx: optax.GradientTransformation, preproce
 def _cast(tree: Any, dtype: jnp.dtype) -> Any:
   """The floating arrays of `tree` in `dtype` (float32: unchanged, no copy traced)."""
   return tree if dtype == jnp.float32 else cast_floating(tree, dtype)
-
-
-def make_eval_step(model: nn.Module, preprocess: Preprocess, mesh: Mesh
-                   ) -> Callable[[dict, Batch], dict]:
-  """Returns eval(variables, batch) -> sums over the real (mask == 1) examples."""
-
-  def step(variables: dict, batch: Batch):
-    logits = model.apply(variables, preprocess(batch["image"]), train=False)
-    mask = batch["mask"]
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-    return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask),
-            "count": jnp.sum(mask)}
-
-  return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
-                 out_shardings=replicated(mesh))
-
-
-def evaluate(eval_step: Callable, variables: dict, data: ArrayDataset, batch_size: int,
-             mesh: Mesh) -> dict:
-  """Loss, accuracy and error count over every example of `data`, each counted once."""
-  totals = None
-  for batch in eval_batches(data, batch_size, jax.process_index(), jax.process_count()):
-    sums = eval_step(variables, shard_batch(batch, mesh))
-    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-  totals = jax.device_get(totals)
-  count = int(round(float(totals["count"])))
-  correct = int(round(float(totals["correct"])))
-  return {"loss": float(totals["loss_sum"]) / count, "accuracy": correct / count,
-          "errors": count - correct, "count": count}
 
 
 def _write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, mesh: Mesh,
@@ -441,16 +412,3 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   if validation_data is not None and jax.process_index() == 0:
     summary.update(select_on_validation(read_metrics(workdir)))
   return summary, carry
-
-
-def select_on_validation(records: list[dict]) -> dict:
-  """The evaluation step with the best validation accuracy (the earliest of ties) and the
-  test metrics logged at that step: model selection that never looks at the test set."""
-  validation = [r for r in records if r["split"] == "validation"]
-  if not validation:
-    return {}
-  best = max(validation, key=lambda r: (r["accuracy"], -r["step"]))
-  test = {r["step"]: r for r in records if r["split"] == "test"}.get(best["step"], {})
-  return {"best_step": best["step"], "best_validation_accuracy": best["accuracy"],
-          **({"selected_test_accuracy": test["accuracy"], "selected_test_errors": test["errors"]}
-             if test else {})}

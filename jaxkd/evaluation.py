@@ -1,0 +1,58 @@
+"""Evaluation: the jitted eval step, a pass over a split, and model selection on the
+validation split."""
+
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jaxkd.data import ArrayDataset, Preprocess, eval_batches
+from jaxkd.sharding import batch_sharding, replicated, shard_batch
+
+Batch = dict[str, jax.Array]
+
+
+def make_eval_step(model: nn.Module, preprocess: Preprocess, mesh: Mesh
+                   ) -> Callable[[dict, Batch], dict]:
+  """Returns eval(variables, batch) -> sums over the real (mask == 1) examples."""
+
+  def step(variables: dict, batch: Batch):
+    logits = model.apply(variables, preprocess(batch["image"]), train=False)
+    mask = batch["mask"]
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
+    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask),
+            "count": jnp.sum(mask)}
+
+  return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                 out_shardings=replicated(mesh))
+
+
+def evaluate(eval_step: Callable, variables: dict, data: ArrayDataset, batch_size: int,
+             mesh: Mesh) -> dict:
+  """Loss, accuracy and error count over every example of `data`, each counted once."""
+  totals = None
+  for batch in eval_batches(data, batch_size, jax.process_index(), jax.process_count()):
+    sums = eval_step(variables, shard_batch(batch, mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = int(round(float(totals["count"])))
+  correct = int(round(float(totals["correct"])))
+  return {"loss": float(totals["loss_sum"]) / count, "accuracy": correct / count,
+          "errors": count - correct, "count": count}
+
+
+def select_on_validation(records: list[dict]) -> dict:
+  """The evaluation step with the best validation accuracy (the earliest of ties) and the
+  test metrics logged at that step: model selection that never looks at the test set."""
+  validation = [r for r in records if r["split"] == "validation"]
+  if not validation:
+    return {}
+  best = max(validation, key=lambda r: (r["accuracy"], -r["step"]))
+  test = {r["step"]: r for r in records if r["split"] == "test"}.get(best["step"], {})
+  return {"best_step": best["step"], "best_validation_accuracy": best["accuracy"],
+          **({"selected_test_accuracy": test["accuracy"], "selected_test_errors": test["errors"]}
+             if test else {})}
