@@ -24,7 +24,7 @@ from jax.sharding import Mesh
 from jaxkd import config_base
 from jaxkd.checkpoint import Checkpointer
 from jaxkd.data import (ArrayDataset, Preprocess, load_split, make_train_batches, prefetch,
-                        preprocessing, split_validation)
+                        preprocessing, split_validation, training_splits)
 from jaxkd.data.augment import mixup
 from jaxkd.distill import Objective, TermInputs, build_objective
 from jaxkd.errors import JaxkdError
@@ -264,15 +264,14 @@ def _train(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   mesh = mesh or make_mesh()
-  train_data, test_data = datasets or (load_split(config.dataset, "train"),
-                                       load_split(config.dataset, "test"))
-  validation_data = None
-  if config.dataset.get("validation_size", 0):
-    if datasets:  # The user's arrays: held out the same way as a named dataset's.
+  if datasets is None:
+    (train_data, validation_data), test_data = (training_splits(config.dataset),
+                                                load_split(config.dataset, "test"))
+  else:  # The user's arrays: a validation split is held out as from a named dataset.
+    (train_data, test_data), validation_data = datasets, None
+    if config.dataset.get("validation_size", 0):
       train_data, validation_data = split_validation(train_data, config.dataset.validation_size,
                                                      config.dataset.get("validation_seed", 0))
-    else:
-      validation_data = load_split(config.dataset, "validation")
   if train_data.num_classes != test_data.num_classes:
     raise JaxkdError(f"train and test splits have {train_data.num_classes} and "
                      f"{test_data.num_classes} classes; they must agree. For an .npz file (whose "

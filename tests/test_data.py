@@ -126,3 +126,21 @@ def test_mixup_mixes_images_and_targets_with_one_ratio():
   np.testing.assert_allclose(mixed_images, ratio * images + (1 - ratio) * np.roll(images, 1, 0),
                              rtol=1e-6)
   np.testing.assert_allclose(mixed_targets.sum(-1), 1.0, rtol=1e-6)
+
+
+def test_a_named_dataset_holds_out_its_validation_split(tmp_path, toy_datasets):
+  train, test = toy_datasets
+  np.savez(tmp_path / "data.npz", x_train=train.images, y_train=train.labels,
+           x_test=test.images, y_test=test.labels)
+  config = ml_collections.ConfigDict({"name": "npz", "path": str(tmp_path / "data.npz"),
+                                      "num_classes": 4, "validation_size": 100,
+                                      "validation_seed": 0})
+  kept, held = load_split(config, "train"), load_split(config, "validation")
+  assert (len(kept), len(held), held.split) == (412, 100, "validation")
+  rows = lambda d: {x.tobytes() for x in d.images}
+  assert not rows(kept) & rows(held) and len(rows(kept) | rows(held)) == len(rows(train))
+  assert len(load_split(config, "test")) == len(test)
+  config.validation_size = 0
+  assert len(load_split(config, "train")) == 512
+  with pytest.raises(JaxkdError, match="no validation split: set dataset.validation_size"):
+    load_split(config, "validation")

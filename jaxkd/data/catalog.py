@@ -119,18 +119,27 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> ArrayDataset | 
   """
   if split == "test":
     return _load_source_split(config, "test")
-  size = config.get("validation_size", 0) or 0
-  if split == "validation" and not size:
+  train, validation = training_splits(config)
+  if split == "train":
+    return train
+  if validation is None:
     raise JaxkdError("this run has no validation split: set dataset.validation_size > 0 "
                      "(examples held out of the training split).")
+  return validation
+
+
+def training_splits(config: ml_collections.ConfigDict
+                    ) -> tuple[ArrayDataset | StreamDataset, ArrayDataset | None]:
+  """(train, validation) from one read of the source's training split; validation is
+  None without dataset.validation_size."""
+  size = config.get("validation_size", 0) or 0
   train = _load_source_split(config, "train")
   if not size:
-    return train
+    return train, None
   if isinstance(train, StreamDataset):
     raise JaxkdError(f"dataset.validation_size: {config.name} is streamed, and a validation "
                      "split is carved from in-memory training data only; set it to 0.")
-  parts = split_validation(train, size, config.get("validation_seed", 0))
-  return parts[0] if split == "train" else parts[1]
+  return split_validation(train, size, config.get("validation_seed", 0))
 
 
 def split_validation(train: ArrayDataset, size: int, seed: int = 0
