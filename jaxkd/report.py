@@ -18,7 +18,7 @@ from jaxkd.data import ArrayDataset
 from jaxkd.metric_writer import read_metrics
 from jaxkd.runs import Run, make_predict, predict_logits
 from jaxkd.sharding import make_mesh
-from jaxkd.stats import mean_std, welch_interval
+from jaxkd.stats import mean_std, plus_minus, welch_interval
 
 ROLES = ("teacher", "baseline", "distilled")
 
@@ -108,9 +108,7 @@ def verdict(gain: dict) -> str:
 
 
 def _pm(entry: dict, key: str, scale: float = 1.0, digits: int = 1) -> str:
-  text = f"{scale * entry[key]:.{digits}f}"
-  spread = entry.get(f"{key}_std")
-  return text if spread is None else f"{text} ± {scale * spread:.{digits}f}"
+  return plus_minus(entry[key], entry.get(f"{key}_std"), scale, digits)
 
 
 def render_markdown(report: dict) -> str:

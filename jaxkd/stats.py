@@ -12,6 +12,12 @@ def mean_std(values: Sequence[float]) -> tuple[float, float | None]:
   return float(values.mean()), (float(values.std(ddof=1)) if len(values) > 1 else None)
 
 
+def plus_minus(mean: float, std: float | None, scale: float = 1.0, digits: int = 1) -> str:
+  """'mean ± std' (times scale, to `digits` decimals); the mean alone without a std."""
+  text = f"{scale * mean:.{digits}f}"
+  return text if std is None else f"{text} ± {scale * std:.{digits}f}"
+
+
 def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0.95) -> dict:
   """mean(a) - mean(b) with its Welch's-t confidence interval (unequal variances).
 

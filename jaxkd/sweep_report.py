@@ -11,8 +11,9 @@ import json
 import os
 import pathlib
 import shlex
-import statistics
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+from jaxkd.stats import mean_std, plus_minus
 
 if TYPE_CHECKING:
   from jaxkd.sweep import Axis
@@ -35,8 +36,8 @@ def summarize(axes: Sequence["Axis"], results_by_setting: Mapping[tuple[str, ...
            "seeds": [r["seed"] for r in done]}
     for name in NUMBERS:
       values = [float(r[name]) for r in done if r.get(name) is not None]
-      row[name] = {"mean": statistics.fmean(values) if values else None,
-                   "std": statistics.stdev(values) if len(values) > 1 else None,
+      mean, std = mean_std(values) if values else (None, None)
+      row[name] = {"mean": mean, "std": std,
                    "values": values}
     rows.append(row)
   return rows
@@ -151,7 +152,4 @@ def jsonable(value: Any) -> Any:
 
 
 def _pm(stats: dict, scale: float, digits: int) -> str:
-  if stats["mean"] is None:
-    return "-"
-  text = f"{scale * stats['mean']:.{digits}f}"
-  return text if stats["std"] is None else f"{text} ± {scale * stats['std']:.{digits}f}"
+  return "-" if stats["mean"] is None else plus_minus(stats["mean"], stats["std"], scale, digits)
