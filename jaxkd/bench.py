@@ -15,7 +15,7 @@ own (dispatch to jax.block_until_ready); the median is reported:
   cached           the same objective from logits carried in the batch (no teacher)
   fitnet           ce + FitNets hints (with its regressor), the teacher online
 
-The train modes run jaxkd.train.make_train_step, the same jitted program a
+The train modes run jaxkd.step.make_train_step, the same jitted program a
 training run uses (SGD with momentum 0.9, the dataset's preprocessing and
 augmentation on the device). FLOPs per step are XLA's count for that compiled
 program (`Compiled.cost_analysis()`); the peak is the best time of a large
@@ -25,7 +25,6 @@ on the same machine (experiments/bench_peers/run.py) and prints jaxkd's speed
 as a ratio to it.
 """
 
-import argparse
 import dataclasses
 import json
 import os
@@ -40,15 +39,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 
+from jaxkd.assemble import connect_features
+from jaxkd.cli import fail
 from jaxkd.config_base import base_config
-from jaxkd.data import Preprocess, preprocessing
+from jaxkd.data import ArrayDataset, Preprocess, preprocessing
 from jaxkd.distill import build_objective
-from jaxkd.features import feature_shapes
 from jaxkd.models import create_model
 from jaxkd.optim import make_optimizer, make_schedule
 from jaxkd.sharding import batch_sharding, make_mesh, replicated, shard_batch
-from jaxkd.train import init_train_state, make_train_step
+from jaxkd.state import init_train_state, stream
+from jaxkd.step import StepSpec, make_train_step
 
 MODES = ("teacher_forward", "student", "online", "cached", "fitnet")
 TRAIN_MODES = MODES[1:]
@@ -165,7 +167,8 @@ def setup_pair(pair: Pair, batch_size: int, mesh=None, seed: int = 0) -> Setup:
   teacher = create_model(ml_collections.ConfigDict(pair.teacher), pair.num_classes)
   student = create_model(ml_collections.ConfigDict(pair.student), pair.num_classes)
   images = jnp.zeros((1, *pair.image_shape), jnp.float32)
-  variables = jax.jit(lambda: teacher.init(jax.random.PRNGKey(seed + 7), images, train=False),
+  variables = jax.jit(lambda: teacher.init(stream(jax.random.PRNGKey(seed), "teacher"), images,
+                                            train=False),
                       out_shardings=replicated(mesh))()
   return Setup(pair, mesh, preprocess, teacher, dict(variables), student,
                synthetic_batch(pair, batch_size, seed))
@@ -209,24 +212,15 @@ def build_train_step(setup: Setup, mode: str, seed: int = 0):
   online = mode in ("online", "fitnet")
   teachers = (setup.teacher,) if online else ()
   teacher_variables = [setup.teacher_variables] if online else []
-  aux_params, aux_state = {}, {}
-  if objective.student_paths:  # As jaxkd.train._connect_features.
-    images = jnp.zeros((1, *pair.image_shape), jnp.float32)
-    student_variables = jax.eval_shape(lambda: setup.student.init(jax.random.PRNGKey(0), images))
-    student_shapes = feature_shapes(setup.student, student_variables, pair.image_shape,
-                                    objective.student_paths)
-    teacher_shapes = feature_shapes(setup.teacher, setup.teacher_variables, pair.image_shape,
-                                    objective.teacher_paths)
-    objective = objective.with_shapes(student_shapes, teacher_shapes,
-                                      len(setup.host_batch["label"]))
-    aux_params, aux_state = objective.init_aux(jax.random.PRNGKey(seed + 1), student_shapes,
-                                               teacher_shapes)
+  host = dict(setup.host_batch)
+  objective, aux_params, aux_state = connect_features(
+      objective, setup.student, (setup.teacher,), [setup.teacher_variables], pair.image_shape,
+      seed, ArrayDataset(host["image"], host["label"], pair.num_classes))
   schedule = make_schedule(config.schedule, LEARNING_RATE, 1, total_steps)
   tx = make_optimizer(config.optimizer, schedule)
   state = init_train_state(setup.student, tx, pair.image_shape, seed, mesh, aux_params, aux_state)
-  step = make_train_step(setup.student, tx, setup.preprocess, mesh, objective, pair.num_classes,
-                         schedule, teachers, steps_per_epoch=1)
-  host = dict(setup.host_batch)
+  step = make_train_step(StepSpec(setup.student, tx, objective, setup.preprocess, pair.num_classes,
+                                  teachers, schedule), mesh)
   if mode == "cached":  # Soft labels as the cache stores them: [B, K=1, C] float16.
     logits = jax.jit(lambda v, x: setup.teacher.apply(v, setup.preprocess(x), train=False))(
         setup.teacher_variables, host["image"])
@@ -361,33 +355,35 @@ def targets(rows: Sequence[dict]) -> list[str]:
   return lines
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(prog="python -m jaxkd.bench",
-                                   description=__doc__.split("\n\n")[0],
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--pair", default="all", choices=[*PAIRS, "all"])
-  parser.add_argument("--batch_size", type=int, default=None,
-                      help="global batch (default: the pair's, mlp 128, resnet 64)")
-  parser.add_argument("--steps", type=int, default=None,
-                      help="timed steps per mode (default: the pair's, mlp 40, resnet 4)")
-  parser.add_argument("--warmup", type=int, default=None,
-                      help="untimed steps per mode in each round (default: mlp 3, resnet 1)")
-  parser.add_argument("--rounds", type=int, default=None,
-                      help="interleaved rounds the timed steps are split over (default: mlp 4, "
-                           "resnet 2)")
-  parser.add_argument("--modes", default=",".join(MODES),
-                      help=f"comma-separated subset of {','.join(MODES)}")
-  parser.add_argument("--peak_size", type=int, default=None,
-                      help="n of the n x n float32 matmul timed for the peak (default 2048 on CPU)")
-  parser.add_argument("--json", default=None, help="also write the JSON lines to this file")
-  parser.add_argument("--peers", action="store_true",
-                      help="compare with torchdistill instead (experiments/bench_peers/run.py; "
-                           "needs the 'bench' extra)")
-  return parser.parse_known_args(argv)
+def parse_flags(argv: Sequence[str] | None) -> tuple[flags.FlagValues, list[str]]:
+  """The command's absl flags, on their own FlagValues (so that jaxkd.bench can be imported
+  and run beside jaxkd.main's flags); returns (flags, the arguments no flag took)."""
+  values = flags.FlagValues()
+  define = lambda kind, name, default, help, **kw: getattr(flags, f"DEFINE_{kind}")(
+      name=name, default=default, help=help, flag_values=values, **kw)
+  define("enum", "pair", "all", "the model pair to time", enum_values=[*PAIRS, "all"])
+  define("integer", "batch_size", None, "global batch (default: the pair's, mlp 128, resnet 64)")
+  define("integer", "steps", None, "timed steps per mode (default: the pair's, mlp 40, resnet 4)")
+  define("integer", "warmup", None, "untimed steps per mode in each round (default: mlp 3, "
+         "resnet 1)")
+  define("integer", "rounds", None, "interleaved rounds the timed steps are split over "
+         "(default: mlp 4, resnet 2)")
+  define("string", "modes", ",".join(MODES), f"comma-separated subset of {','.join(MODES)}")
+  define("integer", "peak_size", None, "n of the n x n float32 matmul timed for the peak "
+         "(default 2048 on CPU)")
+  define("string", "json", None, "also write the JSON lines to this file")
+  define("boolean", "peers", False, "compare with torchdistill instead "
+         "(experiments/bench_peers/run.py; needs the 'bench' extra)")
+  argv = list(sys.argv[1:] if argv is None else argv)
+  try:
+    rest = values(["python -m jaxkd.bench", *argv], known_only=True)[1:]
+  except flags.Error as e:
+    fail("python -m jaxkd.bench", str(e))
+  return values, rest
 
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
-  args, rest = _parse(argv)
+  args, rest = parse_flags(argv)
   if args.peers:
     return _run_peers(argv if argv is not None else sys.argv[1:])
   if rest:

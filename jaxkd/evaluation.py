@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh
 
-from jaxkd.data import ArrayDataset, Preprocess, eval_batches
+from jaxkd.data import ArrayDataset, Preprocess
+from jaxkd.data.augment import model_input
 from jaxkd.sharding import batch_sharding, replicated, shard_batch
 
 Batch = dict[str, jax.Array]
@@ -20,7 +21,7 @@ def make_eval_step(model: nn.Module, preprocess: Preprocess, mesh: Mesh
   """Returns eval(variables, batch) -> sums over the real (mask == 1) examples."""
 
   def step(variables: dict, batch: Batch):
-    logits = model.apply(variables, preprocess(batch["image"]), train=False)
+    logits = model.apply(variables, model_input(batch, preprocess), train=False)
     mask = batch["mask"]
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
     correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
@@ -35,7 +36,7 @@ def evaluate(eval_step: Callable, variables: dict, data: ArrayDataset, batch_siz
              mesh: Mesh) -> dict:
   """Loss, accuracy and error count over every example of `data`, each counted once."""
   totals = None
-  for batch in eval_batches(data, batch_size, jax.process_index(), jax.process_count()):
+  for batch in data.eval_batches(batch_size, jax.process_index(), jax.process_count()):
     sums = eval_step(variables, shard_batch(batch, mesh))
     totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
   totals = jax.device_get(totals)

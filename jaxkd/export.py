@@ -1,6 +1,7 @@
 """Export a trained student alone: its parameters and model state, nothing of the training.
 
   python -m jaxkd.export --workdir=runs/student [--out=runs/student/export] [--saved_model]
+                         [--platforms=cpu,cuda,tpu]
 
 OUT holds, laid out like a run's workdir (so load_run and distill.teachers accept it too):
   checkpoints/<step>/  orbax checkpoint of {'params': ..., 'model_state': {'batch_stats': ...}};
@@ -8,9 +9,15 @@ OUT holds, laid out like a run's workdir (so load_run and distill.teachers accep
   config.json          the run's config (config.model rebuilds the network)
   run_info.json        num_classes, image_shape, preprocessing (mean/std on [0, 1] pixels),
                        step, the workdir it came from, parameter count and bytes
-  saved_model/         with --saved_model: a TensorFlow SavedModel (jax2tf) whose
-                       serving_default takes uint8 images [N, H, W, C] and serve_float float
-                       images on [0, 1]; both normalise and return logits [N, classes]
+  inference_uint8.jaxexport, inference_float32.jaxexport
+                       the portable artifact: the inference function with its weights, as
+                       jax.export serialises it (StableHLO, any batch size), taking uint8
+                       pixels [N, H, W, C] or floats on [0, 1]; it normalises and returns
+                       logits [N, classes]. Load with jaxkd.export.load_portable(OUT) (jax
+                       only: no jaxkd, flax or model code needed) and call it.
+  saved_model/         with --saved_model: a TensorFlow SavedModel (jax2tf), the same function
+                       for TF serving (signatures serving_default, uint8, and serve_float).
+                       It stays only because TF serving has no other route from JAX.
 
 Then it prints the student's parameter count, bytes and the latency of one batch.
 From Python: model, variables, info = jaxkd.export.load_exported(OUT);
@@ -31,6 +38,7 @@ from absl import flags
 from jaxkd.errors import JaxkdError
 
 CONFIG_FILE, INFO_FILE, SAVED_MODEL_DIR = "config.json", "run_info.json", "saved_model"
+PORTABLE_FILE = "inference_{dtype}.jaxexport"
 
 
 def _student_tree(variables: dict) -> dict:
@@ -59,7 +67,7 @@ def _left_out(workdir: pathlib.Path, step: int) -> dict[str, int]:
 
 def export(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
            saved_model: bool = False, latency_batch_size: int = 256, latency_repeats: int = 20,
-           saved_model_platforms: Sequence[str] | None = None) -> dict:
+           platforms: Sequence[str] | None = None) -> dict:
   """Writes the student of the run in `workdir` to `out` (default workdir/export); returns
   its run_info (with latency_ms, and what was left out)."""
   import jax
@@ -95,8 +103,9 @@ def export(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
           "left_out": _left_out(workdir, run.step),
           "versions": {"jax": jax.__version__}}
   (out / INFO_FILE).write_text(json.dumps(info, indent=2) + "\n")
+  write_portable(run.model, variables, info, out, platforms)
   if saved_model:
-    write_saved_model(run.model, variables, info, out / SAVED_MODEL_DIR, saved_model_platforms)
+    write_saved_model(run.model, variables, info, out / SAVED_MODEL_DIR, platforms)
   images = np.zeros((latency_batch_size, *run.image_shape), np.uint8)
   info["latency_batch_size"] = latency_batch_size
   info["latency_ms"] = measure_latency_ms(run, types.SimpleNamespace(images=images),
@@ -157,6 +166,34 @@ def _apply_fn(model: Any, info: dict) -> Callable:
   return lambda variables, images: model.apply(variables, preprocess(images), train=False)
 
 
+def write_portable(model: Any, variables: dict, info: dict, out: pathlib.Path,
+                   platforms: Sequence[str] | None = None) -> None:
+  """The inference function with its weights, serialised with jax.export for uint8 and float32
+  inputs, the batch size symbolic; lowered for `platforms` (default: this machine's)."""
+  import jax
+  import jax.numpy as jnp
+
+  apply = _apply_fn(model, info)
+  batch, = jax.export.symbolic_shape("batch")
+  for dtype in (jnp.uint8, jnp.float32):
+    exported = jax.export.export(jax.jit(lambda images: apply(variables, images)),
+                                 platforms=tuple(platforms) if platforms else None)(
+        jax.ShapeDtypeStruct((batch, *info["image_shape"]), dtype))
+    (out / PORTABLE_FILE.format(dtype=jnp.dtype(dtype).name)).write_bytes(exported.serialize())
+
+
+def load_portable(directory: str | pathlib.Path, dtype: str = "uint8") -> Callable:
+  """predict(images) -> logits from an export's portable artifact (jax.export), for `dtype`
+  inputs ('uint8' pixels or 'float32' on [0, 1])."""
+  import jax
+
+  path = pathlib.Path(directory) / PORTABLE_FILE.format(dtype=dtype)
+  if not path.exists():
+    raise JaxkdError(f"{path} does not exist; write it with python -m jaxkd.export "
+                     f"--workdir=<run> --out={directory}.")
+  return jax.export.deserialize(bytearray(path.read_bytes())).call
+
+
 def write_saved_model(model: Any, variables: dict, info: dict, path: pathlib.Path,
                       platforms: Sequence[str] | None = None) -> None:
   """A TF SavedModel of the inference function (jax2tf): parameters as tf.Variables,
@@ -197,8 +234,8 @@ def define_flags() -> None:
   _FLAGS["saved_model"] = flags.DEFINE_boolean("saved_model", False,
                                                "Also write a TF SavedModel (needs TensorFlow).")
   _FLAGS["platforms"] = flags.DEFINE_list(
-      "saved_model_platforms", [], "Platforms the SavedModel is lowered for (cpu, cuda, tpu); "
-      "default: this machine's.")
+      "platforms", [], "Platforms the portable artifact and the SavedModel are lowered for "
+      "(cpu, cuda, tpu); default: this machine's.")
   _FLAGS["latency_batch_size"] = flags.DEFINE_integer("latency_batch_size", 256,
                                                       "Batch size of the latency measurement.")
   _FLAGS["latency_repeats"] = flags.DEFINE_integer("latency_repeats", 20, "Timed batches.")
@@ -230,6 +267,8 @@ def main(argv: list[str]) -> None:
         f"  latency: {info['latency_ms']:.3f} ms per batch of {info['latency_batch_size']} "
         f"(median, compiled, one {info['device']} device)\n"
         f"  left out: {left}\n"
+        + f"  portable: {pathlib.Path(out) / PORTABLE_FILE.format(dtype='uint8')} (jax.export; "
+        f"load with jaxkd.export.load_portable('{out}'))\n"
         + (f"  SavedModel: {pathlib.Path(out) / SAVED_MODEL_DIR} (serving_default: uint8 "
            "images; serve_float: floats on [0, 1])\n" if values["saved_model"] else "")
         + f"  reload: jaxkd.export.load_exported('{out}')")

@@ -1,7 +1,8 @@
 """Where a run's numbers go: workdir/metrics.jsonl, TensorBoard events, the console.
 
 Only process 0 writes. On resume, records after the restored step are dropped
-so that metrics.jsonl reads as one uninterrupted run.
+so that metrics.jsonl reads as one uninterrupted run. TensorBoard events come from
+tensorboardX rather than TensorFlow's or clu's writers: the core must not import TensorFlow.
 """
 
 import json

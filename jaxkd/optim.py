@@ -22,20 +22,22 @@ OPTIMIZERS: Registry = Registry("optimizer")
 
 
 @SCHEDULES.register("constant")
-def _constant(config, base_lr, steps_per_epoch, decay_steps):
+def _constant(config, base_lr, steps_per_epoch, decay_steps, warmup_steps):
   return optax.constant_schedule(base_lr)
 
 
 @SCHEDULES.register("step")
-def _step(config, base_lr, steps_per_epoch, decay_steps):
-  # Multi-step decay: multiply by decay_factor at each boundary (in epochs).
+def _step(config, base_lr, steps_per_epoch, decay_steps, warmup_steps):
+  # Multi-step decay: multiply by decay_factor at each boundary (in epochs from the start of
+  # training; this schedule's own count starts after the warm-up).
   factor = config.get("decay_factor", 0.1)
-  boundaries = {int(round(e * steps_per_epoch)): factor for e in config.get("boundaries_epochs", ())}
+  boundaries = {max(int(round(e * steps_per_epoch)) - warmup_steps, 0): factor
+                for e in config.get("boundaries_epochs", ())}
   return optax.piecewise_constant_schedule(base_lr, boundaries)
 
 
 @SCHEDULES.register("cosine")
-def _cosine(config, base_lr, steps_per_epoch, decay_steps):
+def _cosine(config, base_lr, steps_per_epoch, decay_steps, warmup_steps):
   return optax.cosine_decay_schedule(base_lr, max(decay_steps, 1), alpha=config.get("end_factor", 0.0))
 
 
@@ -45,15 +47,15 @@ def make_schedule(config: ml_collections.ConfigDict, base_lr: float, steps_per_e
 
   Step boundaries count from the start of training, warm-up included (the
   usual 'divide at epochs 150/180/210'); cosine decays over the steps after it.
+  Joined with optax.join_schedules, which starts the named one at 0 after the warm-up.
   """
   make = SCHEDULES.get(config.name)
   warmup_steps = int(round(config.get("warmup_epochs", 0) * steps_per_epoch))
-  main = make(config, base_lr, steps_per_epoch, total_steps - warmup_steps)
+  main = make(config, base_lr, steps_per_epoch, total_steps - warmup_steps, warmup_steps)
   if not warmup_steps:
     return main
-  warmup = optax.linear_schedule(0.0, base_lr, warmup_steps)
-  offset = 0 if config.name == "step" else warmup_steps
-  return lambda step: jnp.where(step < warmup_steps, warmup(step), main(step - offset))
+  return optax.join_schedules([optax.linear_schedule(0.0, base_lr, warmup_steps), main],
+                              [warmup_steps])
 
 
 def decay_mask(params: Any) -> Any:

@@ -23,7 +23,8 @@ from jaxkd.report import write_report
 from jaxkd.runs import load_run
 from jaxkd.sharding import make_mesh
 from jaxkd.soft_labels import write_soft_labels
-from jaxkd.train import say, train_and_evaluate
+from jaxkd.loop import say
+from jaxkd.train import train_and_evaluate
 
 
 def student_seeds(config: ml_collections.ConfigDict) -> list[int]:

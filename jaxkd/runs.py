@@ -12,7 +12,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from jaxkd.checkpoint import Checkpointer
-from jaxkd.data import ArrayDataset, Preprocess, eval_batches, preprocessing
+from jaxkd.data import ArrayDataset, Preprocess, preprocessing
 from jaxkd.errors import JaxkdError
 from jaxkd.models import create_model
 from jaxkd.sharding import batch_sharding, replicated, shard_batch, split_largest_axis
@@ -110,7 +110,7 @@ def predict_logits(run: Run, data: ArrayDataset, batch_size: int, mesh: Mesh) ->
                      f"{data.name} has {data.num_classes}; teacher and student need the same classes.")
   predict = make_predict(run.model, run.preprocess(), mesh)
   outputs = []
-  for batch in eval_batches(data, batch_size):  # Whole batches on this host.
+  for batch in data.eval_batches(batch_size):  # Whole batches on this host.
     logits = predict(run.variables, shard_batch({"image": batch["image"]}, mesh)["image"])
     outputs.append(np.asarray(jax.device_get(logits))[batch["mask"] > 0])
   return np.concatenate(outputs).astype(np.float32)

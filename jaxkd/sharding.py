@@ -17,8 +17,10 @@ DATA_AXIS = "data"
 
 
 def make_mesh(devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """A 1-D mesh with axis 'data' over `devices` (default: all), through jax.make_mesh."""
   devices = list(devices) if devices is not None else jax.devices()
-  return Mesh(np.asarray(devices), (DATA_AXIS,), axis_types=(AxisType.Auto,))
+  return jax.make_mesh((len(devices),), (DATA_AXIS,), axis_types=(AxisType.Auto,),
+                       devices=devices)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -45,10 +47,6 @@ def shard_batch(batch: dict[str, np.ndarray], mesh: Mesh) -> dict[str, jax.Array
   """Assembles this process's part of a global batch into global arrays on the mesh."""
   sharding = batch_sharding(mesh)
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in batch.items()}
-
-
-def replicate(tree: Any, mesh: Mesh) -> Any:
-  return jax.device_put(tree, replicated(mesh))
 
 
 SPLIT_MIN_ELEMENTS = 2 ** 14  # Smaller arrays stay whole: splitting them saves little.

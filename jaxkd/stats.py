@@ -1,6 +1,5 @@
 """Statistics over seeds: mean and spread, and the interval of a difference of means."""
 
-import math
 from typing import Sequence
 
 import numpy as np
@@ -22,8 +21,9 @@ def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
   """mean(a) - mean(b) with its Welch's-t confidence interval (unequal variances).
 
   se = sqrt(s_a^2 / n_a + s_b^2 / n_b); df by Welch-Satterthwaite; the interval is
-  difference -+ t_{(1 + confidence) / 2, df} * se. With fewer than two values on a side
-  there is no interval (None); with no spread at all it is the difference itself.
+  difference -+ t_{(1 + confidence) / 2, df} * se (scipy.stats.ttest_ind, equal_var=False).
+  With fewer than two values on a side there is no interval (None); with no spread at all
+  it is the difference itself.
   """
   from scipy import stats
 
@@ -33,10 +33,9 @@ def welch_interval(a: Sequence[float], b: Sequence[float], confidence: float = 0
             "confidence": confidence}
   if len(a) < 2 or len(b) < 2:
     return result
-  var_a, var_b = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-  se = math.sqrt(var_a + var_b)
-  if se == 0.0:
+  if a.var(ddof=1) + b.var(ddof=1) == 0.0:
     return {**result, "low": difference, "high": difference}
-  df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1))
-  half = float(stats.t.ppf((1 + confidence) / 2, df)) * se
-  return {**result, "low": difference - half, "high": difference + half, "df": float(df)}
+  welch = stats.ttest_ind(a, b, equal_var=False)
+  interval = welch.confidence_interval(confidence)
+  return {**result, "low": float(interval.low), "high": float(interval.high),
+          "df": float(welch.df)}

@@ -254,6 +254,7 @@ class Sweep:
     import jax
 
     from jaxkd import train
+    from jaxkd.loop import say
     from jaxkd.data import load_split
 
     indices = range(len(self.cells)) if indices is None else indices
@@ -268,10 +269,10 @@ class Sweep:
       head = f"== cell {index + 1}/{len(self.cells)} [{index}] {cell.describe(self.axes)}"
       done = self.result(cell)
       if done is not None:
-        train.say(f"{head}: finished, skipped ({cell.workdir})")
+        say(f"{head}: finished, skipped ({cell.workdir})")
         results.append(done)
         continue
-      train.say(f"{head} in {cell.workdir}")
+      say(f"{head} in {cell.workdir}")
       data = datasets
       if data is None:
         key = cell.config.dataset.to_json_best_effort(sort_keys=True)

@@ -35,7 +35,7 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
     logits = [load_soft_labels(path, train_data, preprocess_fields) for path in caches]
     return (), (), np.stack(logits, axis=1)
   if not teachers:
-    names = [t.label for t in objective.terms if t.fn.uses_teacher]
+    names = [t.label for t in objective.terms if t.method.uses_teacher]
     raise JaxkdError(f"objective term(s) {names} need a teacher: set distill.teachers to the "
                      "workdir(s) of trained teachers, or distill.soft_labels to cached soft labels.")
   # Each teacher's variables are read straight into their layout (a sharded teacher is never

@@ -12,6 +12,7 @@ from jaxkd.errors import JaxkdError
 from jaxkd.metric_writer import read_metrics
 from jaxkd.models import create_model
 from jaxkd.sharding import make_mesh
+from jaxkd.state import init_train_state
 
 
 def _latest_checkpoint(workdir):
@@ -27,13 +28,13 @@ def test_round_trip_restores_every_array(tmp_path, toy_datasets):
   model = create_model(config.model, 4)
   mesh = make_mesh()
   tx = optax.adam(1e-3)
-  state = train.init_train_state(model, tx, (8, 8, 1), 0, mesh)
+  state = init_train_state(model, tx, (8, 8, 1), 0, mesh)
   state = state.replace(step=state.step + 5)
   ckpt = Checkpointer(tmp_path, every_steps=10)
   assert not ckpt.save(5, state)  # Not a multiple of every_steps.
   assert ckpt.save(5, state, force=True)
   ckpt.close()
-  fresh = train.init_train_state(model, tx, (8, 8, 1), 1, mesh)
+  fresh = init_train_state(model, tx, (8, 8, 1), 1, mesh)
   restored = Checkpointer(tmp_path, every_steps=10).restore(fresh)
   for a, b in zip(jax.tree.leaves(state), jax.tree.leaves(restored)):
     np.testing.assert_array_equal(a, b)
@@ -44,14 +45,14 @@ def test_restore_without_checkpoint_or_from_another_model_is_a_clear_error(tmp_p
   config = toy_config()
   mesh = make_mesh()
   tx = optax.sgd(0.1)
-  small = train.init_train_state(create_model(config.model, 4), tx, (8, 8, 1), 0, mesh)
+  small = init_train_state(create_model(config.model, 4), tx, (8, 8, 1), 0, mesh)
   with pytest.raises(JaxkdError, match="no checkpoint in"):
     Checkpointer(tmp_path / "empty", every_steps=1).restore(small)
   ckpt = Checkpointer(tmp_path, every_steps=1)
   ckpt.save(1, small, force=True)
   ckpt.close()
   config.model.widths = (64,)
-  big = train.init_train_state(create_model(config.model, 4), tx, (8, 8, 1), 0, mesh)
+  big = init_train_state(create_model(config.model, 4), tx, (8, 8, 1), 0, mesh)
   with pytest.raises(JaxkdError, match="does not fit this model"):
     Checkpointer(tmp_path, every_steps=1).restore(big)
 
@@ -84,7 +85,7 @@ def test_resume_after_a_crash_matches_an_uninterrupted_run(tmp_path, toy_dataset
 
 def test_half_written_checkpoints_are_removed_at_start(tmp_path):
   config = toy_config()
-  state = train.init_train_state(create_model(config.model, 4), optax.sgd(0.1), (8, 8, 1), 0,
+  state = init_train_state(create_model(config.model, 4), optax.sgd(0.1), (8, 8, 1), 0,
                                  make_mesh())
   ckpt = Checkpointer(tmp_path, every_steps=1)
   ckpt.save(3, state, force=True)

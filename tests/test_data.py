@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxkd.data import (ArrayDataset, Preprocess, TrainBatches, eval_batches, load_npz, load_split,
+from jaxkd.data import (ArrayDataset, Preprocess, TrainBatches, load_npz, load_split,
                         mnist_offline, preprocessing)
 from jaxkd.data.catalog import choose_source
 from jaxkd.errors import JaxkdError
@@ -94,7 +94,7 @@ def test_eval_counts_every_example_exactly_once(toy_datasets, process_count):
   _, test = toy_datasets  # 203 examples: the last batch of 64 is padded.
   seen = []
   for p in range(process_count):
-    for batch in eval_batches(test, 64, p, process_count):
+    for batch in test.eval_batches(64, p, process_count):
       assert batch["image"].shape[0] == 64 // process_count
       seen.extend(batch["index"][batch["mask"] > 0])
   assert sorted(seen) == list(range(203))

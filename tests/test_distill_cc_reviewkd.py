@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from test_distill_init_stage_methods import nonzero, np_pool, objective_and_grads
 
-from jaxkd.distill import correlation, review
+from jaxkd.distill import cc, reviewkd
 from jaxkd.errors import JaxkdError
 
 RNG = np.random.default_rng(1)
@@ -22,9 +22,9 @@ def test_cc_gaussian_series_converges_to_the_exact_rbf_correlation():
     return np.exp(-gamma * ((u[:, None] - u[None]) ** 2).sum(-1))
 
   exact = np.mean((rbf(s) - rbf(t)) ** 2)
-  np.testing.assert_allclose(correlation.cc(s, t, gamma=gamma, order=12), exact, rtol=1e-4)
+  np.testing.assert_allclose(cc.cc(s, t, gamma=gamma, order=12), exact, rtol=1e-4)
   # The paper's order 2 is an approximation of it, close but not equal.
-  assert float(correlation.cc(s, t, gamma=gamma)) == pytest.approx(exact, rel=0.5)
+  assert float(cc.cc(s, t, gamma=gamma)) == pytest.approx(exact, rel=0.5)
 
 
 def test_cc_crd_code_form_matches_a_loop_and_trains_both_embeddings():
@@ -32,7 +32,7 @@ def test_cc_crd_code_form_matches_a_loop_and_trains_both_embeddings():
   t = RNG.normal(size=(4, 3)).astype(np.float32)
   d = np.abs(s - t)
   expected = sum(d[i] @ d[i + 1] for i in range(3)) / 3
-  np.testing.assert_allclose(correlation.cc(s, t, form="crd_code"), expected, rtol=1e-5)
+  np.testing.assert_allclose(cc.cc(s, t, form="crd_code"), expected, rtol=1e-5)
   terms = {"cc": {"weight": 1.0, "student": "s", "teacher": "t", "feat_dim": 5}}
   _, aux, value, (g_student, g_aux) = objective_and_grads(
       terms, {"s": RNG.normal(size=(4, 6)).astype(np.float32)},
@@ -40,7 +40,7 @@ def test_cc_crd_code_form_matches_a_loop_and_trains_both_embeddings():
   assert aux["cc"]["embed_teacher"]["kernel"].shape == (9, 5)
   assert nonzero(g_student) and nonzero(g_aux)
   with pytest.raises(JaxkdError, match="form 'exact' is not one of"):
-    correlation.cc_embed_for((6,), (9,), options={"form": "exact"})
+    cc.CC(form="exact").check_shapes((6,), (9,))
 
 
 def np_hcl(s, t):
@@ -57,7 +57,7 @@ def test_hierarchical_context_loss_matches_numpy():
   for size in (8, 4, 1):
     s = RNG.normal(size=(2, size, size, 3)).astype(np.float32)
     t = RNG.normal(size=(2, size, size, 3)).astype(np.float32)
-    np.testing.assert_allclose(review.hierarchical_context_loss(s, t), np_hcl(s, t), rtol=1e-5)
+    np.testing.assert_allclose(reviewkd.hierarchical_context_loss(s, t), np_hcl(s, t), rtol=1e-5)
 
 
 def test_reviewkd_fuses_every_level_to_the_teachers_shapes():
@@ -74,15 +74,15 @@ def test_reviewkd_fuses_every_level_to_the_teachers_shapes():
   assert aux["reviewkd"]["abf0"]["conv1"]["kernel"].shape == (1, 1, 4, 8)  # mid = min(512, 8)
   assert nonzero(g_student) and nonzero(g_aux)
   # The value is the sum of the per-level losses of the heads' outputs.
-  heads = objective.terms[0].connector
+  shapes = lambda features: tuple(features[k].shape[1:] for k in ("a", "b", "pool"))
+  heads = reviewkd.review_heads_for(shapes(student), shapes(teacher))
   _, state = objective.init_aux(jax.random.PRNGKey(0), {k: v.shape[1:] for k, v in student.items()},
                                 {k: v.shape[1:] for k, v in teacher.items()})
-  (outputs, targets), _ = heads.apply({"params": aux["reviewkd"], **state["reviewkd"]},
-                                      (student["a"], student["b"], student["pool"]),
-                                      (teacher["a"], teacher["b"], teacher["pool"]), None,
-                                      mutable=["batch_stats"])
+  outputs, _ = heads.apply({"params": aux["reviewkd"], **state["reviewkd"]},
+                           (student["a"], student["b"], student["pool"]), mutable=["batch_stats"])
+  targets = [teacher["a"], teacher["b"], teacher["pool"][:, None, None, :]]  # Embeddings as maps.
   assert [o.shape for o in outputs] == [(2, 8, 8, 6), (2, 4, 4, 12), (2, 1, 1, 12)]
   np.testing.assert_allclose(value, sum(np_hcl(np.asarray(o), np.asarray(t))
                                         for o, t in zip(outputs, targets)), rtol=1e-5)
   with pytest.raises(JaxkdError, match="same number of layers"):
-    review.review_heads_for(((8, 8, 4),), ((8, 8, 6), (4, 4, 12)))
+    reviewkd.review_heads_for(((8, 8, 4),), ((8, 8, 6), (4, 4, 12)))

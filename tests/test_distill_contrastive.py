@@ -13,7 +13,7 @@ from test_distill_features import UserNet  # noqa: F401  (registers test_user_ne
 from jaxkd import train
 from jaxkd.checkpoint import Checkpointer
 from jaxkd.errors import JaxkdError
-from jaxkd.distill.contrastive import CRDHeads, nce_loss
+from jaxkd.distill.crd import CRDHeads, nce_loss
 from jaxkd.metric_writer import read_metrics
 
 RNG = np.random.default_rng(2)
@@ -39,8 +39,8 @@ def test_heads_score_the_positive_update_memory_and_fix_z():
   variables = heads.init({"params": jax.random.PRNGKey(0), "negatives": jax.random.PRNGKey(1)},
                          student, teacher, index)
   params, memory = variables["params"], variables["memory"]
-  (scores, _), updated = heads.apply(variables, student, teacher, index,
-                                     rngs={"negatives": jax.random.PRNGKey(2)}, mutable=["memory"])
+  scores, updated = heads.apply(variables, student, teacher, index,
+                                rngs={"negatives": jax.random.PRNGKey(2)}, mutable=["memory"])
   dense = lambda x, p: np.asarray(x) @ np.asarray(p["kernel"]) + np.asarray(p["bias"])
   v_s = _normalize(dense(student, params["embed_student"]))
   v_t = _normalize(dense(teacher, params["embed_teacher"]))
@@ -61,8 +61,8 @@ def test_heads_score_the_positive_update_memory_and_fix_z():
   assert float(again["memory"]["z_student"]) == z  # Fixed after the first step.
 
   def loss(params, student, teacher):
-    (scores, _), _ = heads.apply({"params": params, **updated}, student, teacher, index,
-                                 rngs={"negatives": jax.random.PRNGKey(4)}, mutable=["memory"])
+    scores, _ = heads.apply({"params": params, **updated}, student, teacher, index,
+                            rngs={"negatives": jax.random.PRNGKey(4)}, mutable=["memory"])
     return nce_loss(scores["student"], 0.25) + nce_loss(scores["teacher"], 0.25)
 
   grads = jax.grad(loss, argnums=(0, 1, 2))(params, student, teacher)
@@ -100,7 +100,7 @@ def test_crd_run_resumes_with_its_memory_banks(tmp_path):
 
 
 def test_negatives_come_from_other_classes_uniformly():
-  from jaxkd.distill.contrastive import ClassLayout, sample_other_class
+  from jaxkd.distill.crd import ClassLayout, sample_other_class
 
   labels = np.array([2, 0, 1, 0, 2, 1, 1, 0])  # class 0: {1, 3, 7}; 1: {2, 5, 6}; 2: {0, 4}
   layout = ClassLayout(labels)

@@ -9,8 +9,8 @@ import pytest
 from conftest import user_net_configs
 
 from jaxkd import train
-from jaxkd.distill import TermInputs, build_objective
-from jaxkd.distill import feature_maps as F
+from jaxkd.distill import TERMS, TermInputs, build_objective
+from jaxkd.distill import at, fitnet, vid
 from jaxkd.errors import JaxkdError
 from jaxkd.features import apply_with_features
 from jaxkd.metric_writer import read_metrics
@@ -29,28 +29,31 @@ def np_attention(feature, p=2.0):
 def test_fitnet_and_its_regressor_match_numpy():
   """The benchmark's regressor for equal sizes: 1x1 conv, BatchNorm on the batch's
   statistics (biased variance, eps 1e-5; scale 1 and offset 0 at init), ReLU."""
-  regressor = F.regressor_for(STUDENT.shape[1:], TEACHER.shape[1:])
-  index = np.arange(3)
-  variables = regressor.init(jax.random.PRNGKey(0), STUDENT, TEACHER, index)
-  (mapped, passed), _ = regressor.apply(variables, STUDENT, TEACHER, index, mutable=["batch_stats"])
-  np.testing.assert_array_equal(passed, TEACHER)
+  regressor = fitnet.regressor_for(STUDENT.shape[1:], TEACHER.shape[1:])
+  variables = regressor.init(jax.random.PRNGKey(0), STUDENT)
+  mapped, _ = regressor.apply(variables, STUDENT, mutable=["batch_stats"])
+  # The registered method regresses the student only: the teacher's feature reaches the loss as is.
+  inputs = TermInputs(jnp.zeros((3, 4)), None, jnp.zeros(3, int), jnp.zeros((3, 4)), jnp.asarray(0),
+                      student=jnp.asarray(STUDENT), teacher=jnp.asarray(TEACHER))
+  value, _ = TERMS.get("fitnet")().apply(variables, inputs, mutable=["batch_stats"])
+  np.testing.assert_allclose(value, np.mean((np.asarray(mapped) - TEACHER) ** 2), rtol=1e-5)
   params = variables["params"]
   kernel, bias = np.asarray(params["conv"]["kernel"])[0, 0], np.asarray(params["conv"]["bias"])
   conv = np.einsum("bhwc,cd->bhwd", STUDENT, kernel) + bias
   normed = (conv - conv.mean((0, 1, 2))) / np.sqrt(conv.var((0, 1, 2)) + 1e-5)
   np.testing.assert_allclose(mapped, np.maximum(normed, 0), rtol=1e-4, atol=1e-5)
-  np.testing.assert_allclose(F.fitnet(mapped, TEACHER), np.mean((np.asarray(mapped) - TEACHER) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(fitnet.fitnet(mapped, TEACHER), np.mean((np.asarray(mapped) - TEACHER) ** 2), rtol=1e-5)
   with pytest.raises(JaxkdError, match=r"\(4, 4, 6\) is smaller than teacher feature \(6, 6, 8\)"):
-    F.regressor_for((4, 4, 6), (6, 6, 8))
+    fitnet.regressor_for((4, 4, 6), (6, 6, 8))
 
 
 def test_attention_transfer_matches_numpy_and_ignores_channel_count():
   expected = np.mean((np_attention(STUDENT) - np_attention(TEACHER)) ** 2)
-  np.testing.assert_allclose(F.at(STUDENT, TEACHER), expected, rtol=1e-5)
+  np.testing.assert_allclose(at.at(STUDENT, TEACHER), expected, rtol=1e-5)
   doubled = np.concatenate([TEACHER, TEACHER], axis=-1)  # Same channel mean of squares.
-  assert float(F.at(doubled, TEACHER)) < 1e-12
+  assert float(at.at(doubled, TEACHER)) < 1e-12
   with pytest.raises(JaxkdError, match="same spatial size"):
-    F._same_spatial((4, 4, 6), (2, 2, 6))
+    at.check_same_spatial((4, 4, 6), (2, 2, 6))
 
 
 class UserNet(nn.Module):
@@ -152,36 +155,35 @@ def test_relation_terms_through_paths_on_a_user_model():
 
 
 def test_vid_matches_numpy_and_learns_its_variance():
-  head = F.vid_head_for(STUDENT.shape[1:], TEACHER.shape[1:])
-  index = np.arange(3)
-  params = head.init(jax.random.PRNGKey(0), STUDENT, TEACHER, index)["params"]
-  (mean, variance), _ = head.apply({"params": params}, STUDENT, TEACHER, index)
+  head = vid.vid_head_for(STUDENT.shape[1:], TEACHER.shape[1:])
+  params = head.init(jax.random.PRNGKey(0), STUDENT)["params"]
+  mean, variance = head.apply({"params": params}, STUDENT)
   np.testing.assert_allclose(variance, 5.0, rtol=1e-5)  # The paper's initial variance.
   relu = lambda x: np.maximum(x, 0)
   layer = lambda x, name: np.einsum("bhwc,cd->bhwd", x, np.asarray(params[name]["kernel"])[0, 0])
   expected_mean = layer(relu(layer(relu(layer(STUDENT, "conv1")), "conv2")), "conv3")
   np.testing.assert_allclose(mean, expected_mean, rtol=1e-3, atol=1e-4)
   expected = np.mean(0.5 * ((expected_mean - TEACHER) ** 2 / 5.0 + np.log(5.0)))
-  np.testing.assert_allclose(F.vid((mean, variance), TEACHER), expected, rtol=1e-4)
-  grads = jax.grad(lambda p: F.vid(head.apply({"params": p}, STUDENT, TEACHER, index)[0], TEACHER))(params)
+  np.testing.assert_allclose(vid.vid((mean, variance), TEACHER), expected, rtol=1e-4)
+  grads = jax.grad(lambda p: vid.vid(head.apply({"params": p}, STUDENT), TEACHER))(params)
   assert float(jnp.abs(grads["alpha"]).sum()) > 0 and float(jnp.abs(grads["conv1"]["kernel"]).sum()) > 0
   with pytest.raises(JaxkdError, match="vid: student feature"):
-    F.vid_head_for((4, 4, 6), (2, 2, 8))
+    vid.vid_head_for((4, 4, 6), (2, 2, 8))
 
 
 def test_regressors_follow_the_benchmarks_conv_reg_rules():
   """RepDistiller's ConvReg: 3x3 stride 2 for a map twice the teacher's, a transposed
   4x4 stride-2 convolution for half, a valid (1 + s - t) kernel otherwise; FitNets' ends in
   BatchNorm + ReLU, AB's in BatchNorm, and AB's is absent when the shapes agree."""
-  from jaxkd.distill.boundaries import ab_connector_for
-  from jaxkd.distill.feature_maps import regressor_for
+  from jaxkd.distill.ab import ab_connector_for
+  from jaxkd.distill.fitnet import regressor_for
 
   for student, teacher in (((8, 8, 4), (4, 4, 6)), ((4, 4, 4), (8, 8, 6)),
                            ((8, 8, 4), (6, 6, 6)), ((8, 8, 4), (8, 8, 4))):
     x = jnp.asarray(RNG.normal(size=(3, *student)), jnp.float32)
     regressor = regressor_for(student, teacher)
-    variables = regressor.init(jax.random.PRNGKey(0), x, None, None)
-    out, _ = regressor.apply(variables, x, None, None, mutable=["batch_stats"])[0]
+    variables = regressor.init(jax.random.PRNGKey(0), x)
+    out = regressor.apply(variables, x, mutable=["batch_stats"])[0]
     assert out.shape == (3, *teacher) and float(out.min()) >= 0.0  # ReLU at the end
     kernel = variables["params"]["conv"]["kernel"].shape[:2]
     assert kernel == {8: {4: (3, 3), 6: (3, 3), 8: (1, 1)}, 4: {8: (4, 4)}}[student[0]][teacher[0]]
@@ -190,6 +192,5 @@ def test_regressors_follow_the_benchmarks_conv_reg_rules():
   assert ab_connector_for((8, 8, 4), (8, 8, 4)) is None
   connector = ab_connector_for((8, 8, 4), (8, 8, 6))
   x = jnp.asarray(RNG.normal(size=(3, 8, 8, 4)), jnp.float32)
-  out, _ = connector.apply(connector.init(jax.random.PRNGKey(0), x, None, None), x, None, None,
-                           mutable=["batch_stats"])[0]
+  out = connector.apply(connector.init(jax.random.PRNGKey(0), x), x, mutable=["batch_stats"])[0]
   assert out.shape == (3, 8, 8, 6) and float(out.min()) < 0.0  # No ReLU: AB needs the sign.

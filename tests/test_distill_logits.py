@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxkd.distill import TermInputs, build_objective
-from jaxkd.distill import logits as L
+from jaxkd.distill import ce, dist, dkd, kd, logit_matching
 from jaxkd.distill.terms import standardize
 from jaxkd.errors import JaxkdError
 
@@ -37,7 +37,7 @@ def test_ce_with_label_smoothing_matches_numpy():
   eps = 0.1
   targets = np.eye(C)[LABELS] * (1 - eps) + eps / C
   expected = -np.mean(np.sum(targets * np.log(np_softmax(STUDENT.astype(np.float64))), -1))
-  np.testing.assert_allclose(L.ce(_inputs(), label_smoothing=eps), expected, rtol=1e-5)
+  np.testing.assert_allclose(ce.ce(_inputs(), label_smoothing=eps), expected, rtol=1e-5)
 
 
 @pytest.mark.parametrize("temperature", [1.0, 4.0, 20.0])
@@ -45,14 +45,14 @@ def test_kd_matches_numpy_and_is_zero_for_identical_logits(temperature):
   p_t = np_softmax(TEACHERS[0] / temperature)
   p_s = np_softmax(STUDENT / temperature)
   expected = temperature**2 * np.mean(np_kl(p_t, p_s))
-  np.testing.assert_allclose(L.kd(_inputs(), temperature=temperature), expected, rtol=1e-4)
+  np.testing.assert_allclose(kd.kd(_inputs(), temperature=temperature), expected, rtol=1e-4)
   same = _inputs(teachers=STUDENT[None])
-  assert abs(float(L.kd(same, temperature=temperature))) < 1e-5
+  assert abs(float(kd.kd(same, temperature=temperature))) < 1e-5
 
 
 def test_kd_gradient_is_temperature_times_probability_gap():
   temperature = 4.0
-  grad = jax.grad(lambda s: L.kd(_inputs(student=s), temperature=temperature))(jnp.asarray(STUDENT))
+  grad = jax.grad(lambda s: kd.kd(_inputs(student=s), temperature=temperature))(jnp.asarray(STUDENT))
   expected = temperature * (np_softmax(STUDENT / temperature) - np_softmax(TEACHERS[0] / temperature)) / B
   np.testing.assert_allclose(grad, expected, rtol=1e-4, atol=1e-6)
 
@@ -65,9 +65,9 @@ def test_standardize_divides_by_the_unbiased_std_as_the_authors_code():
 
 
 def test_kd_with_standardized_logits_ignores_logit_scale_and_shift():
-  plain = L.kd(_inputs(), temperature=2.0, standardize=True)
+  plain = kd.kd(_inputs(), temperature=2.0, standardize=True)
   rescaled = _inputs(student=STUDENT * 7.0 + 3.0, teachers=TEACHERS[:1] * 0.5 - 1.0)
-  np.testing.assert_allclose(L.kd(rescaled, temperature=2.0, standardize=True), plain, rtol=1e-4)
+  np.testing.assert_allclose(kd.kd(rescaled, temperature=2.0, standardize=True), plain, rtol=1e-4)
   z = (STUDENT - STUDENT.mean(-1, keepdims=True)) / STUDENT.std(-1, ddof=1, keepdims=True)
   t = (TEACHERS[0] - TEACHERS[0].mean(-1, keepdims=True)) / TEACHERS[0].std(-1, ddof=1, keepdims=True)
   expected = 4.0 * np.mean(np_kl(np_softmax(t / 2.0), np_softmax(z / 2.0)))
@@ -76,8 +76,8 @@ def test_kd_with_standardized_logits_ignores_logit_scale_and_shift():
 
 def test_soft_and_logit_mse_match_numpy():
   expected = np.mean((np_softmax(STUDENT / 2.0) - np_softmax(TEACHERS[0] / 2.0)) ** 2)
-  np.testing.assert_allclose(L.soft_mse(_inputs(), temperature=2.0), expected, rtol=1e-5)
-  np.testing.assert_allclose(L.logit_mse(_inputs()), np.mean((STUDENT - TEACHERS[0]) ** 2), rtol=1e-5)
+  np.testing.assert_allclose(logit_matching.soft_mse(_inputs(), temperature=2.0), expected, rtol=1e-5)
+  np.testing.assert_allclose(logit_matching.logit_mse(_inputs()), np.mean((STUDENT - TEACHERS[0]) ** 2), rtol=1e-5)
 
 
 def _np_dkd_parts(student, teacher, labels, temperature):
@@ -93,23 +93,23 @@ def _np_dkd_parts(student, teacher, labels, temperature):
 
 def test_dkd_parts_match_numpy_and_recombine_into_kd():
   temperature = 3.0
-  tckd, nckd, target = L.dkd_parts(_inputs(), temperature)
+  tckd, nckd, target = dkd.dkd_parts(_inputs(), temperature)
   np_tckd, np_nckd, np_target = _np_dkd_parts(STUDENT, TEACHERS[0], LABELS, temperature)
   np.testing.assert_allclose(tckd, np_tckd, rtol=1e-4, atol=1e-6)
   np.testing.assert_allclose(nckd, np_nckd, rtol=1e-4, atol=1e-6)
   # Zhao et al. 2022, eq. (1): KD = TCKD + (1 - p_target^teacher) * NCKD.
   kd_per_example = np_kl(np_softmax(TEACHERS[0] / temperature), np_softmax(STUDENT / temperature))
   np.testing.assert_allclose(tckd + (1 - target) * nckd, kd_per_example, rtol=1e-4)
-  value = L.dkd(_inputs(step=10, steps_per_epoch=1), alpha=1.0, beta=8.0, temperature=temperature,
+  value = dkd.dkd(_inputs(step=10, steps_per_epoch=1), alpha=1.0, beta=8.0, temperature=temperature,
                 warmup_epochs=5.0)
   np.testing.assert_allclose(value, temperature**2 * np.mean(np_tckd + 8 * np_nckd), rtol=1e-4)
-  grads = jax.grad(lambda s: L.dkd(_inputs(student=s, step=10), warmup_epochs=0.0))(jnp.asarray(STUDENT))
+  grads = jax.grad(lambda s: dkd.dkd(_inputs(student=s, step=10), warmup_epochs=0.0))(jnp.asarray(STUDENT))
   assert np.all(np.isfinite(grads)) and np.any(grads != 0)
 
 
 def test_dkd_warms_up_by_whole_epochs_from_epoch_one_as_mdistiller():
   def at(step):  # 10 steps per epoch, 20 warm-up epochs.
-    return float(L.dkd(_inputs(step=step, steps_per_epoch=10), warmup_epochs=20.0))
+    return float(dkd.dkd(_inputs(step=step, steps_per_epoch=10), warmup_epochs=20.0))
 
   full = at(500)
   assert full > 0
@@ -125,9 +125,9 @@ def test_dist_matches_numpy_pearson():
   inter = 1 - np.mean([np.corrcoef(p_s[i], p_t[i])[0, 1] for i in range(B)])
   intra = 1 - np.mean([np.corrcoef(p_s[:, c], p_t[:, c])[0, 1] for c in range(C)])
   expected = temperature**2 * (2.0 * inter + 0.5 * intra)
-  np.testing.assert_allclose(L.dist(_inputs(), beta=2.0, gamma=0.5, temperature=temperature),
+  np.testing.assert_allclose(dist.dist(_inputs(), beta=2.0, gamma=0.5, temperature=temperature),
                              expected, rtol=1e-4)
-  assert abs(float(L.dist(_inputs(teachers=STUDENT[None] * 1.0)))) < 1e-4
+  assert abs(float(dist.dist(_inputs(teachers=STUDENT[None] * 1.0)))) < 1e-4
 
 
 def _objective(terms, combine="average", steps_per_epoch=10, total_steps=100):

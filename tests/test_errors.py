@@ -42,7 +42,7 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 def test_a_feature_path_in_a_config_that_the_model_lacks_lists_near_matches():
-  # The check a training run makes (train._connect_features) before anything compiles.
+  # The check a training run makes (jaxkd.assemble.connect_features) before anything compiles.
   model = create_model(toy_config().model, 4)
   images = jnp.zeros((1, 8, 8, 1))
   variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images))

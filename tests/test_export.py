@@ -10,8 +10,9 @@ from conftest import toy_arrays, toy_config
 from jaxkd import train
 from jaxkd.data import ArrayDataset, Preprocess
 from jaxkd.errors import JaxkdError
-from jaxkd.export import export, load_exported, make_inference_fn
+from jaxkd.export import export, load_exported, load_portable, make_inference_fn
 from jaxkd.sharding import make_mesh
+from jaxkd.evaluation import evaluate, make_eval_step
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +61,7 @@ def test_export_holds_the_student_alone_and_reproduces_its_test_accuracy(fitnet_
   mesh = make_mesh(jax.devices()[:1])
   preprocess = Preprocess(tuple(loaded_info["preprocessing"]["mean"]),
                           tuple(loaded_info["preprocessing"]["std"]))
-  metrics = train.evaluate(train.make_eval_step(model, preprocess, mesh),
+  metrics = evaluate(make_eval_step(model, preprocess, mesh),
                            jax.device_put(variables, jax.sharding.NamedSharding(
                                mesh, jax.sharding.PartitionSpec())), test, 64, mesh)
   assert metrics["accuracy"] == result["test_accuracy"]
@@ -75,6 +76,22 @@ def test_export_holds_the_student_alone_and_reproduces_its_test_accuracy(fitnet_
   export(tmp_path / "student", tmp_path / "export", latency_batch_size=8, latency_repeats=1)
   with pytest.raises(JaxkdError, match="is not an export"):
     export(tmp_path / "student", tmp_path / "teacher")
+
+
+def test_portable_artifact_gives_the_jax_logits_without_the_model_code(fitnet_run):
+  """jax.export's serialised function (weights inside, batch size free) gives the logits of
+  the reloaded student, for uint8 pixels and for floats on [0, 1]."""
+  tmp_path, _, test = fitnet_run
+  export(tmp_path / "student", tmp_path / "portable", latency_batch_size=8, latency_repeats=1)
+  model, variables, info = load_exported(tmp_path / "portable")
+  want = np.asarray(make_inference_fn(model, variables, info)(test.images[:5]))
+  np.testing.assert_allclose(load_portable(tmp_path / "portable")(test.images[:5]), want,
+                             rtol=1e-5, atol=1e-5)
+  floats = test.images[:3].astype(np.float32) / 255.0
+  np.testing.assert_allclose(load_portable(tmp_path / "portable", "float32")(floats), want[:3],
+                             rtol=1e-5, atol=1e-5)
+  with pytest.raises(JaxkdError, match="does not exist"):
+    load_portable(tmp_path / "student")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorflow") is None,

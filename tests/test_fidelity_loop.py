@@ -10,7 +10,7 @@ import pytest
 from conftest import toy_arrays, toy_config, user_net_configs
 
 import test_distill_features  # noqa: F401  (registers the user model 'test_user_net')
-from jaxkd import config_base, train
+from jaxkd import config_base, loop, train
 from jaxkd.checkpoint import Checkpointer
 from jaxkd.data import ArrayDataset
 from jaxkd.errors import JaxkdError
@@ -18,6 +18,7 @@ from jaxkd.metric_writer import read_metrics
 from jaxkd.models import create_model
 from jaxkd.runs import load_run
 from jaxkd.sharding import make_mesh
+from jaxkd.state import init_train_state
 from test_stages import same
 
 
@@ -70,7 +71,7 @@ def test_student_eval_mode_trains_parameters_and_keeps_batch_statistics(tmp_path
   train.train_and_evaluate(config, tmp_path / "train_mode", datasets=data)
   config.train.student_eval_mode = True
   train.train_and_evaluate(config, tmp_path / "eval_mode", datasets=data)
-  initial = train.init_train_state(create_model(config.model, 4), optax.sgd(0.1), (28, 28, 1), 0,
+  initial = init_train_state(create_model(config.model, 4), optax.sgd(0.1), (28, 28, 1), 0,
                                    make_mesh())
   for name, statistics_move in (("train_mode", True), ("eval_mode", False)):
     run = load_run(tmp_path / name, make_mesh())
@@ -96,8 +97,8 @@ def test_examples_per_sec_leaves_evaluation_time_out(tmp_path, toy_datasets, mon
   """A fake clock: each train step takes 1 s, each evaluation 1000 s. Every logged
   throughput is then exactly batch_size / 1 s, also in windows that held an evaluation."""
   clock = [0.0]
-  monkeypatch.setattr(train.time, "perf_counter", lambda: clock[0])
-  real_make_step, real_evaluate = train.make_train_step, train.evaluate
+  monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+  real_make_step, real_evaluate = loop.make_train_step, loop.evaluate
 
   def make_step(*args, **kwargs):
     step = real_make_step(*args, **kwargs)
@@ -112,8 +113,8 @@ def test_examples_per_sec_leaves_evaluation_time_out(tmp_path, toy_datasets, mon
     clock[0] += 1000.0
     return real_evaluate(*args, **kwargs)
 
-  monkeypatch.setattr(train, "make_train_step", make_step)
-  monkeypatch.setattr(train, "evaluate", evaluate)
+  monkeypatch.setattr(loop, "make_train_step", make_step)
+  monkeypatch.setattr(loop, "evaluate", evaluate)
   config = toy_config(num_steps=8, log_every_steps=4, eval_every_steps=3)
   train.train_and_evaluate(config, tmp_path, datasets=toy_datasets)
   rates = [r["examples_per_sec"] for r in read_metrics(tmp_path) if r["split"] == "train"]

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxkd.distill import (boundaries, contrastive, correlation, factor_transfer, feature_maps,
-                           fsp, logits, relations, review)
+from jaxkd.distill import (ab, at, cc, crd, dist, dkd, fitnet, fsp, ft, kd, nst, pkt, reviewkd, rkd,
+                          sp, vid)
 from jaxkd.distill.terms import TermInputs
 from tests.reference import fixtures
 from tests.reference.seeded import seeded_state
@@ -44,27 +44,27 @@ def _logit_inputs(s, t, labels=None):
 
 
 def test_kd():
-  _check("kd", lambda s, t: logits.kd(_logit_inputs(s, t), temperature=4.0))
+  _check("kd", lambda s, t: kd.kd(_logit_inputs(s, t), temperature=4.0))
 
 
 def test_dkd_without_warmup():
   labels = _case("dkd")["labels"]
-  _check("dkd", lambda s, t: logits.dkd(_logit_inputs(s, t, labels), alpha=1.0, beta=8.0,
+  _check("dkd", lambda s, t: dkd.dkd(_logit_inputs(s, t, labels), alpha=1.0, beta=8.0,
                                         temperature=4.0, warmup_epochs=0.0))
 
 
 def test_dist():
-  _check("dist", lambda s, t: logits.dist(_logit_inputs(s, t), beta=1.0, gamma=2.0,
+  _check("dist", lambda s, t: dist.dist(_logit_inputs(s, t), beta=1.0, gamma=2.0,
                                           temperature=4.0))
 
 
 @pytest.mark.parametrize("name, fn", [
-    ("at", lambda s, t: feature_maps.at(s, t, p=2.0)),
-    ("sp", lambda s, t: relations.sp(s, t)), ("nst", lambda s, t: relations.nst(s, t)),
-    ("rkd", lambda s, t: relations.rkd(s, t)), ("pkt", lambda s, t: relations.pkt(s, t)),
-    ("ab", lambda s, t: boundaries.ab(s, t, margin=1.0)),
-    ("cc_crd_code", lambda s, t: correlation.cc(s, t, form="crd_code")),
-    ("ft_crd_code", lambda s, t: factor_transfer.ft(s, {"factor": t}, p=1.0, form="crd_code")),
+    ("at", lambda s, t: at.at(s, t, p=2.0)),
+    ("sp", lambda s, t: sp.sp(s, t)), ("nst", lambda s, t: nst.nst(s, t)),
+    ("rkd", lambda s, t: rkd.rkd(s, t)), ("pkt", lambda s, t: pkt.pkt(s, t)),
+    ("ab", lambda s, t: ab.ab(s, t, margin=1.0)),
+    ("cc_crd_code", lambda s, t: cc.cc(s, t, form="crd_code")),
+    ("ft_crd_code", lambda s, t: ft.ft(s, t, p=1.0, form="crd_code")),
 ])
 def test_feature_terms(name, fn):
   _check(name, fn)
@@ -77,7 +77,7 @@ def test_fsp_three_layers():
 
 def test_reviewkd_hierarchical_context_loss():
   _check("reviewkd_hcl", lambda s0, s1, s2, t0, t1, t2: sum(
-      review.hierarchical_context_loss(s, t) for s, t in ((s0, t0), (s1, t1), (s2, t2))),
+      reviewkd.hierarchical_context_loss(s, t) for s, t in ((s0, t0), (s1, t1), (s2, t2))),
          wrt=("s0", "s1", "s2"))
 
 
@@ -89,11 +89,11 @@ def test_vid_with_the_reference_weights():
             "conv2": {"kernel": kernel(state["regressor.2.weight"])},
             "conv3": {"kernel": kernel(state["regressor.4.weight"])},
             "alpha": jnp.asarray(state["log_scale"])}
-  head = feature_maps.VIDHead(8, 8)
+  head = vid.VIDHead(8, 8)
 
   def loss(s, t):
-    mean_and_variance, _ = head.apply({"params": params}, s, t, None)
-    return feature_maps.vid(mean_and_variance, t)
+    mean_and_variance = head.apply({"params": params}, s)
+    return vid.vid(mean_and_variance, t)
 
   _check("vid", loss)
 
@@ -105,13 +105,13 @@ def test_crd_scores_memory_update_and_nce():
   contrast, index = jnp.asarray(case["contrast"]), jnp.asarray(case["index"])
 
   def loss(embed_student):
-    student = contrastive.contrast_scores(case["memory_teacher"], embed_student, contrast, temperature)
-    teacher = contrastive.contrast_scores(case["memory_student"], case["embed_teacher"], contrast,
+    student = crd.contrast_scores(case["memory_teacher"], embed_student, contrast, temperature)
+    teacher = crd.contrast_scores(case["memory_student"], case["embed_teacher"], contrast,
                                           temperature)
     z = jnp.stack([jnp.mean(student), jnp.mean(teacher)]) * n_data  # Z from the first batch
     z = jax.lax.stop_gradient(z)
     scores = (student / z[0], teacher / z[1])
-    return (contrastive.nce_loss(scores[0], k / n_data) + contrastive.nce_loss(scores[1], k / n_data),
+    return (crd.nce_loss(scores[0], k / n_data) + crd.nce_loss(scores[1], k / n_data),
             (scores, z))
 
   (value, ((student, teacher), z)), grad = jax.value_and_grad(loss, has_aux=True)(
@@ -123,7 +123,7 @@ def test_crd_scores_memory_update_and_nce():
   np.testing.assert_allclose(grad, case["grad_embed_student"], rtol=1e-5,
                              atol=1e-5 * np.max(np.abs(case["grad_embed_student"])))
   for side, embedding in (("student", case["embed_student"]), ("teacher", case["embed_teacher"])):
-    updated = contrastive.update_memory(jnp.asarray(case[f"memory_{side}"]), jnp.asarray(embedding),
+    updated = crd.update_memory(jnp.asarray(case[f"memory_{side}"]), jnp.asarray(embedding),
                                         index, momentum)
     np.testing.assert_allclose(updated, case[f"memory_{side}_after"], rtol=1e-5, atol=1e-6)
 
@@ -146,7 +146,7 @@ def test_fitnet_regressor_equals_the_benchmarks_conv_reg(case):
   params = {"conv": {"kernel": kernel, "bias": state["conv.bias"]},
             "bn": {"scale": state["bn.weight"], "bias": state["bn.bias"]}}
   stats = {"bn": {"mean": state["bn.running_mean"], "var": state["bn.running_var"]}}
-  regressor = feature_maps.regressor_for(x.shape[1:], want.shape[1:])
-  (got, _), _ = regressor.apply({"params": params, "batch_stats": stats}, jnp.asarray(x), None,
-                                None, mutable=["batch_stats"])
+  regressor = fitnet.regressor_for(x.shape[1:], want.shape[1:])
+  got, _ = regressor.apply({"params": params, "batch_stats": stats}, jnp.asarray(x),
+                          mutable=["batch_stats"])
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.max(np.abs(want)))

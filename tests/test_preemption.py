@@ -28,6 +28,7 @@ from jaxkd.errors import JaxkdError
 from jaxkd.metric_writer import read_metrics
 from jaxkd.models import create_model
 from jaxkd.sharding import make_mesh
+from jaxkd.state import init_train_state
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # A failed tensorstore read leaves callbacks for orbax's closed event loop ("Event loop is
@@ -170,7 +171,7 @@ def two_checkpoints(tmp_path_factory):
   """A state, and a workdir with checkpoints of it at steps 1 and 2 (`step` leaves 1 and 2)."""
   workdir = tmp_path_factory.mktemp("two_checkpoints")
   config = toy_config()
-  state = train.init_train_state(create_model(config.model, 4), optax.sgd(0.1, momentum=0.9),
+  state = init_train_state(create_model(config.model, 4), optax.sgd(0.1, momentum=0.9),
                                  (8, 8, 1), 0, make_mesh())
   ckpt = Checkpointer(workdir, every_steps=1)
   for step in (1, 2):
@@ -225,7 +226,7 @@ def test_another_model_is_not_mistaken_for_damage(two_checkpoints, tmp_path):
   def abstract_state(widths, tx):
     config = toy_config()
     config.model.widths = widths
-    return jax.eval_shape(lambda: train.init_train_state(create_model(config.model, 4), tx,
+    return jax.eval_shape(lambda: init_train_state(create_model(config.model, 4), tx,
                                                          (8, 8, 1), 0, make_mesh()))
 
   ckpt = Checkpointer(tmp_path, every_steps=1)

@@ -2,7 +2,6 @@
 distillation step communicates (read from the compiled program for 8 devices)."""
 
 import dataclasses
-import functools
 import types
 
 import flax.linen as nn
@@ -16,15 +15,18 @@ import pytest
 from conftest import toy_arrays, toy_config
 
 from jaxkd import config_base, teachers, train
+from jaxkd.assemble import connect_features
 from jaxkd.checkpoint import Checkpointer
 from jaxkd.data import ArrayDataset, Preprocess, TrainBatches, preprocessing
 from jaxkd.distill import build_objective
 from jaxkd.errors import JaxkdError
-from jaxkd.hlo_stats import collective_bytes, collectives
+from hlo_stats import collective_bytes, collectives
 from jaxkd.models import MODELS, create_model
 from jaxkd.runs import Run, load_run
-from jaxkd.sharding import (make_mesh, place, replicate, replicated, shard_batch,
+from jaxkd.sharding import (make_mesh, place, replicated, shard_batch,
                             split_largest_axis)
+from jaxkd.state import init_train_state
+from jaxkd.step import Precision, StepSpec, make_train_step
 
 KD = {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "temperature": 2.0}}
 
@@ -156,12 +158,15 @@ def _setup(student, teacher_widths, terms=KD):
       jax.random.PRNGKey(9), jnp.zeros((1, *data.image_shape)))
   objective = build_objective(ml_collections.ConfigDict({"terms": terms,
                                                          "teacher_combine": "average"}), 8, 8)
-  objective, aux_params, aux_state = train._connect_features(
+  objective, aux_params, aux_state = connect_features(
       objective, model, [teacher], [teacher_variables], data.image_shape, 0, data)
   tx = optax.sgd(0.05, momentum=0.9)
-  state = train.init_train_state(model, tx, data.image_shape, 0, mesh, aux_params, aux_state)
-  make_step = functools.partial(train.make_train_step, model, tx, Preprocess((0.5,), (0.5,)),
-                                mesh, objective, 4, teachers=[teacher])
+  state = init_train_state(model, tx, data.image_shape, 0, mesh, aux_params, aux_state)
+  def make_step(student_dtype="float32", teacher_dtype="float32", teacher_shardings=None):
+    precision = Precision(jnp.dtype(student_dtype), jnp.dtype(teacher_dtype))
+    spec = StepSpec(model, tx, objective, Preprocess((0.5,), (0.5,)), 4, teachers=[teacher],
+                    precision=precision)
+    return make_train_step(spec, mesh, teacher_shardings)
   batches = TrainBatches(data, 32, seed=0)
   return types.SimpleNamespace(state=state, teacher_variables=teacher_variables, mesh=mesh,
                                make_step=make_step, batch=lambda s: shard_batch(batches.batch(s), mesh))
@@ -214,7 +219,7 @@ def test_sharded_teacher_splits_its_arrays_and_trains_the_same_student():
   results = []
   for step, teacher_variables in ((run.make_step(), run.teacher_variables),
                                   (run.make_step(teacher_shardings=[shardings]), sharded)):
-    state = replicate(initial, run.mesh)
+    state = jax.device_put(initial, replicated(run.mesh))
     for s in range(3):
       state, metrics = step(state, [teacher_variables], run.batch(s))
     results.append(jax.device_get((state.params, metrics)))

@@ -7,7 +7,7 @@ import tensorflow_datasets as tfds
 from conftest import toy_config
 
 from jaxkd import train
-from jaxkd.data import StreamDataset, eval_batches, load_split, make_train_batches, preprocessing
+from jaxkd.data import StreamDataset, load_split, preprocessing
 
 CONFIG = ml_collections.ConfigDict({"name": "imagenet2012", "data_dir": None, "image_size": 32,
                                     "mean": None, "std": None, "crop_padding": None, "flip": None})
@@ -26,13 +26,13 @@ def _indices(batches, start, end):
 def test_stream_batches_are_deterministic_and_resumable(mock_imagenet):
   data = load_split(CONFIG, "train")
   assert isinstance(data, StreamDataset) and len(data) == 10 and data.image_shape == (32, 32, 3)
-  batches = make_train_batches(data, 4, seed=0)
+  batches = data.train_batches(4, seed=0)
   assert batches.steps_per_epoch == 2
   first = next(batches.iterate(0, 1))
   assert first["image"].shape == (4, 32, 32, 3) and first["image"].dtype == np.uint8
   assert first["label"].dtype == np.int32 and (first["label"] < 1000).all()
   run = _indices(batches, 0, 4)
-  assert run == _indices(make_train_batches(data, 4, seed=0), 0, 4)  # Same seed, same order.
+  assert run == _indices(data.train_batches(4, seed=0), 0, 4)  # Same seed, same order.
   assert _indices(batches, 3, 4) == run[3:]  # Resume at step 3.
   epoch0 = sum(run[:2], [])
   assert len(set(epoch0)) == 8 and set(epoch0) <= set(range(10))  # Drop-remainder, no repeats.
@@ -44,7 +44,7 @@ def test_stream_eval_counts_each_example_once(mock_imagenet):
   data = load_split(CONFIG, "test")
   assert data.split == "validation"
   seen = []
-  for batch in eval_batches(data, 4):
+  for batch in data.eval_batches(4):
     assert batch["image"].shape == (4, 32, 32, 3)
     seen.extend(batch["index"][batch["mask"] > 0])
   assert sorted(seen) == list(range(10))
@@ -64,8 +64,8 @@ def test_each_process_reads_its_slice_of_every_global_batch(mock_imagenet):
   """Two processes' slices (sliced before decoding) make up the one-process batches, for
   training from the start and resumed mid-epoch, and for evaluation."""
   data = load_split(CONFIG, "train")
-  whole = list(make_train_batches(data, 4, seed=0).iterate(1, 4))
-  parts = [list(make_train_batches(data, 4, seed=0, process_index=p, process_count=2).iterate(1, 4))
+  whole = list(data.train_batches(4, seed=0).iterate(1, 4))
+  parts = [list(data.train_batches(4, seed=0, process_index=p, process_count=2).iterate(1, 4))
            for p in (0, 1)]
   for step, batch in enumerate(whole):
     for key in ("index", "label", "image"):
@@ -74,7 +74,7 @@ def test_each_process_reads_its_slice_of_every_global_batch(mock_imagenet):
   test = load_split(CONFIG, "test")
   seen = []
   for p in (0, 1):
-    batches = list(eval_batches(test, 4, p, 2))
+    batches = list(test.eval_batches(4, p, 2))
     assert len(batches) == 3 and all(b["image"].shape == (2, 32, 32, 3) for b in batches)
     seen.extend(i for b in batches for i in b["index"][b["mask"] > 0])
   assert sorted(seen) == list(range(10))

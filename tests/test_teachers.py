@@ -17,6 +17,8 @@ from jaxkd.metric_writer import read_metrics
 from jaxkd.runs import load_run
 from jaxkd.sharding import make_mesh, shard_batch
 from jaxkd.soft_labels import load_soft_labels, write_soft_labels
+from jaxkd.state import init_train_state
+from jaxkd.step import StepSpec, make_train_step
 
 
 def _npz_config(path, widths=(32,), num_steps=30):
@@ -59,17 +61,17 @@ def test_cached_and_online_give_the_same_loss_and_cached_runs_no_teacher(toy_tea
   objective = build_objective(config.distill, 16, 30)
   model = teacher.model.clone(widths=(32,))
   tx = optax.sgd(0.1)
-  state = train.init_train_state(model, tx, data.image_shape, 0, mesh)
+  state = init_train_state(model, tx, data.image_shape, 0, mesh)
   batches = TrainBatches(data, 32, seed=0)
   batches.add_extra("teacher_logits", load_soft_labels(cache, data, fields)[:, None])
   batch = batches.batch(3)
   online_batch = {k: v for k, v in batch.items() if k != "teacher_logits"}
 
-  online = train.make_train_step(model, tx, Preprocess(**fields), mesh, objective, 4,
-                                 teachers=[teacher.model])
-  cached = train.make_train_step(model, tx, Preprocess(**fields), mesh, objective, 4)
+  online = make_train_step(StepSpec(model, tx, objective, Preprocess(**fields), 4,
+                                    teachers=[teacher.model]), mesh)
+  cached = make_train_step(StepSpec(model, tx, objective, Preprocess(**fields), 4), mesh)
   _, online_metrics = online(state, [teacher.variables], shard_batch(online_batch, mesh))
-  state = train.init_train_state(model, tx, data.image_shape, 0, mesh)  # The first was donated.
+  state = init_train_state(model, tx, data.image_shape, 0, mesh)  # The first was donated.
   _, cached_metrics = cached(state, [], shard_batch(batch, mesh))
   np.testing.assert_allclose(cached_metrics["loss/kd"], online_metrics["loss/kd"], rtol=1e-5)
   np.testing.assert_allclose(cached_metrics["loss"], online_metrics["loss"], rtol=1e-5)
@@ -78,8 +80,8 @@ def test_cached_and_online_give_the_same_loss_and_cached_runs_no_teacher(toy_tea
     text = step.lower(state, teacher_variables, shard_batch(batch, mesh)).as_text()
     return text.count("dot_general")
 
-  ce_only = train.make_train_step(model, tx, Preprocess(**fields), mesh,
-                                  build_objective(toy_config().distill, 16, 30), 4)
+  ce_only = make_train_step(StepSpec(model, tx, build_objective(toy_config().distill, 16, 30),
+                                     Preprocess(**fields), 4), mesh)
   # The cached step has exactly the student's matmuls; the online one adds the teacher's.
   assert matmuls(cached, [], batch) == matmuls(ce_only, [], online_batch)
   assert matmuls(online, [teacher.variables], online_batch) > matmuls(cached, [], batch)

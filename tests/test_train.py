@@ -12,7 +12,10 @@ from jaxkd.errors import JaxkdError
 from jaxkd.metric_writer import read_metrics
 from jaxkd.models import create_model
 from jaxkd.distill import build_objective
-from jaxkd.sharding import make_mesh, replicate, shard_batch
+from jaxkd.evaluation import select_on_validation
+from jaxkd.sharding import make_mesh, replicated, shard_batch
+from jaxkd.state import init_train_state
+from jaxkd.step import StepSpec, make_train_step, train_step
 
 
 def test_loss_decreases_and_eval_counts_every_test_example(tmp_path, toy_datasets):
@@ -32,14 +35,15 @@ def _train_steps(devices, model_config, image_size, num_steps=4):
   mesh = make_mesh(devices)
   model = create_model(model_config, 4)
   teacher = create_model(ml_collections.ConfigDict({"name": "mlp", "widths": (16,)}), 4)
-  teacher_variables = replicate(teacher.init(jax.random.PRNGKey(9), jnp.zeros((1, image_size, image_size, 1))), mesh)
+  teacher_variables = jax.device_put(
+      teacher.init(jax.random.PRNGKey(9), jnp.zeros((1, image_size, image_size, 1))), replicated(mesh))
   objective = build_objective(ml_collections.ConfigDict({
       "terms": {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "temperature": 2.0}},
       "teacher_combine": "average"}), steps_per_epoch=8, total_steps=num_steps)
   tx = optax.sgd(0.1, momentum=0.9)
-  state = train.init_train_state(model, tx, train_data.image_shape, 0, mesh)
+  state = init_train_state(model, tx, train_data.image_shape, 0, mesh)
   preprocess = Preprocess((0.5,), (0.5,), crop_padding=1, flip=True)
-  step = train.make_train_step(model, tx, preprocess, mesh, objective, 4, teachers=[teacher])
+  step = make_train_step(StepSpec(model, tx, objective, preprocess, 4, teachers=[teacher]), mesh)
   batches = TrainBatches(train_data, 32, seed=0)
   for s in range(num_steps):
     state, metrics = step(state, [teacher_variables], shard_batch(batches.batch(s), mesh))
@@ -97,7 +101,7 @@ def test_selection_uses_the_validation_split_never_the_test_set(tmp_path, toy_da
              {"split": "test", "step": 2, "accuracy": 0.5, "errors": 50},
              {"split": "validation", "step": 3, "accuracy": 0.9},
              {"split": "test", "step": 3, "accuracy": 0.99, "errors": 1}]
-  assert train.select_on_validation(made_up) == {
+  assert select_on_validation(made_up) == {
       "best_step": 2, "best_validation_accuracy": 0.9, "selected_test_accuracy": 0.5,
       "selected_test_errors": 50}
   # Without a validation split nothing is selected.
@@ -119,3 +123,33 @@ def test_the_validation_split_is_fixed_by_its_seed_and_disjoint():
   assert rows(train_a) | rows(held_a) == rows(data) and not rows(train_a) & rows(held_a)
   with pytest.raises(JaxkdError, match="validation_size=50"):
     split_validation(data, 50)
+
+def test_the_step_vmaps_over_a_leading_member_axis_of_the_state():
+  """Two students (seeds 0 and 1) stacked on a leading axis, one vmapped step over a shared
+  batch and teacher: each member equals the same student stepped alone (dropout, BatchNorm
+  statistics and augmentation included), so the step holds no Python-side state."""
+  data = ArrayDataset(*toy_arrays(64, 0, size=16), num_classes=4)
+  mesh = make_mesh(jax.devices()[:1])
+  model = create_model(ml_collections.ConfigDict({"name": "lenet", "batch_norm": True}), 4)
+  teacher = create_model(ml_collections.ConfigDict({"name": "mlp", "widths": (16,)}), 4)
+  teacher_variables = teacher.init(jax.random.PRNGKey(9), jnp.zeros((1, 16, 16, 1)))
+  objective = build_objective(ml_collections.ConfigDict({
+      "terms": {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "temperature": 2.0}},
+      "teacher_combine": "average"}), steps_per_epoch=2, total_steps=2)
+  tx = optax.sgd(0.1, momentum=0.9)
+  spec = StepSpec(model, tx, objective, Preprocess((0.5,), (0.5,), crop_padding=1, flip=True), 4,
+                  teachers=[teacher])
+  members = [init_train_state(model, tx, data.image_shape, seed, mesh) for seed in (0, 1)]
+  batches = [{k: jnp.asarray(v) for k, v in TrainBatches(data, 16, seed=0).batch(s).items()}
+             for s in range(2)]
+  step = jax.jit(jax.vmap(lambda state, batch: train_step(spec, state, [teacher_variables], batch),
+                          in_axes=(0, None)))
+  stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *members)
+  alone = jax.jit(lambda state, batch: train_step(spec, state, [teacher_variables], batch))
+  for batch in batches:
+    stacked, metrics = step(stacked, batch)
+    members = [alone(member, batch)[0] for member in members]
+  for index, member in enumerate(members):
+    for got, want in zip(jax.tree.leaves(stacked), jax.tree.leaves(member)):
+      np.testing.assert_allclose(got[index], want, rtol=1e-5, atol=1e-6)
+  assert metrics["loss"].shape == (2,) and float(metrics["loss"][0]) != float(metrics["loss"][1])

@@ -8,7 +8,7 @@ Both sides train the same student on the same synthetic batch with the same loss
 (ce 0.1 + kd 0.9 at T=4: torchdistill's KDLoss with alpha=0.1, reduction
 'batchmean', in its WeightedSumLoss) and SGD with momentum 0.9 (lr 0.05); the
 teacher runs inside the step, frozen, in inference mode. jaxkd's step is
-jaxkd.train.make_train_step (as jaxkd.bench times it). torchdistill's is one
+jaxkd.step.make_train_step (as jaxkd.bench times it). torchdistill's is one
 iteration of its training loop: DistillationBox.forward_process (teacher under
 no_grad, student, criterion via forward hooks' I/O dicts) and post_forward_process
 (backward, optimizer step), in eager PyTorch; student-only training is its
@@ -26,7 +26,6 @@ torchdistill is handed the ready float tensor (its DataLoader does that work,
 outside the step).
 """
 
-import argparse
 import copy
 import json
 import os
@@ -299,14 +298,7 @@ def markdown_table(rows) -> str:
 
 
 def main(argv=None) -> list[dict]:
-  parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-  parser.add_argument("--pair", default="all", choices=[*bench.PAIRS, "all"])
-  parser.add_argument("--batch_size", type=int, default=None)
-  parser.add_argument("--steps", type=int, default=None)
-  parser.add_argument("--warmup", type=int, default=None)
-  parser.add_argument("--rounds", type=int, default=None)
-  parser.add_argument("--json", default=None)
-  args, _ = parser.parse_known_args(argv)  # jaxkd.bench's other options are ignored here.
+  args, _ = bench.parse_flags(argv)  # jaxkd.bench's flags; its other options are not used here.
   threads = bench.cpu_threads()
   torch.set_num_threads(threads)
   say = lambda message: print(message, file=sys.stderr, flush=True)

@@ -5,6 +5,7 @@ import hashlib
 
 import numpy as np
 
+from jaxkd.data.batches import TrainBatches, array_eval_batches
 from jaxkd.errors import JaxkdError
 
 
@@ -53,6 +54,15 @@ class ArrayDataset:
     digest = hashlib.sha256(self.labels.tobytes())
     digest.update(repr((self.name, self.split, self.images.shape)).encode())
     return digest.hexdigest()[:16]
+
+  def train_batches(self, global_batch_size: int, seed: int, process_index: int = 0,
+                    process_count: int = 1) -> TrainBatches:
+    """Shuffled training batches, addressable by step (the data protocol, data/batches.py)."""
+    return TrainBatches(self, global_batch_size, seed, process_index, process_count)
+
+  def eval_batches(self, global_batch_size: int, process_index: int = 0, process_count: int = 1):
+    """Every example once, in order, the last batch padded and masked."""
+    return array_eval_batches(self, global_batch_size, process_index, process_count)
 
 
 def load_npz(path: str, split: str, num_classes: int | None) -> ArrayDataset:

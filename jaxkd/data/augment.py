@@ -57,3 +57,19 @@ def mixup(key: jax.Array, images: jax.Array, targets: jax.Array, alpha: float
   ratio = jax.random.beta(key, alpha, alpha)
   mix = lambda x: ratio * x + (1.0 - ratio) * jnp.roll(x, 1, axis=0)
   return mix(images), mix(targets)
+
+
+INPUT_NAMES = ("image", "tokens", "features")  # The named inputs a batch may carry.
+
+
+def model_input(batch: dict, preprocess: Preprocess, key: jax.Array | None = None) -> jax.Array:
+  """The model's input from a batch, preprocessed for its kind: an 'image' is scaled,
+  augmented (with `key`) and normalised by `preprocess`; 'tokens' (integer ids) and
+  'features' (already numeric: tables, sequences) pass unchanged, never divided by 255 or
+  cropped."""
+  present = [name for name in INPUT_NAMES if name in batch]
+  if len(present) != 1:
+    raise ValueError(f"a batch carries exactly one of {INPUT_NAMES} as the model's input; "
+                     f"this one has {sorted(batch)}.")
+  name = present[0]
+  return preprocess(batch[name], key) if name == "image" else batch[name]

@@ -1,4 +1,9 @@
-"""Training and evaluation batches from an ArrayDataset.
+"""Training and evaluation batches from arrays in memory (ArrayDataset), and the protocol
+every dataset meets: `data.train_batches(global_batch_size, seed, process_index,
+process_count)` returns a BatchSource (steps_per_epoch, iterate, add_extra) and
+`data.eval_batches(global_batch_size, process_index, process_count)` yields every example
+once, padded and masked. ArrayDataset and StreamDataset (data/streaming.py) implement it;
+this module imports neither.
 
 A training batch is a pure function of (seed, step): each epoch is a fresh
 permutation drawn from (seed, epoch), and step s takes the s-th slice of it.
@@ -13,7 +18,6 @@ from typing import Iterator
 
 import numpy as np
 
-from jaxkd.data.arrays import ArrayDataset
 from jaxkd.errors import JaxkdError
 
 Batch = dict[str, np.ndarray]
@@ -60,7 +64,7 @@ class BatchSource(abc.ABC):
 class TrainBatches(BatchSource):
   """Shuffled training batches of an ArrayDataset, drop-remainder, addressable by step."""
 
-  def __init__(self, data: ArrayDataset, global_batch_size: int, seed: int,
+  def __init__(self, data, global_batch_size: int, seed: int,
                process_index: int = 0, process_count: int = 1):
     super().__init__(data, global_batch_size, seed, process_index, process_count)
     self._epoch, self._permutation = -1, None
@@ -76,7 +80,7 @@ class TrainBatches(BatchSource):
   def batch(self, step: int) -> Batch:
     index = self.indices(step)
     batch = {"image": self.data.images[index], "label": self.data.labels[index],
-             "index": index.astype(np.int32)}
+             "index": index.astype(np.int32), "mask": np.ones(len(index), np.float32)}
     batch.update({name: values[index] for name, values in self.extras.items()})
     return batch
 
@@ -85,27 +89,12 @@ class TrainBatches(BatchSource):
       yield self.batch(step)
 
 
-def make_train_batches(data, global_batch_size: int, seed: int, process_index: int = 0,
-                       process_count: int = 1):
-  """TrainBatches for arrays, StreamTrainBatches for a streamed dataset (same interface)."""
-  from jaxkd.data.streaming import StreamDataset, StreamTrainBatches
-
-  cls = StreamTrainBatches if isinstance(data, StreamDataset) else TrainBatches
-  return cls(data, global_batch_size, seed, process_index, process_count)
-
-
-def eval_batches(data, global_batch_size: int, process_index: int = 0,
-                 process_count: int = 1) -> Iterator[Batch]:
-  """Every example exactly once, in order; the last batch is padded and masked.
-
-  All batches have the same shape (one compilation); `mask` is 1 for real
+def array_eval_batches(data, global_batch_size: int, process_index: int = 0,
+                       process_count: int = 1) -> Iterator[Batch]:
+  """Every example of an ArrayDataset exactly once, in order; the last batch is padded and
+  masked. All batches have the same shape (one compilation); `mask` is 1 for real
   examples and 0 for padding, and metrics must be weighted by it.
   """
-  from jaxkd.data.streaming import StreamDataset, stream_eval_batches
-
-  if isinstance(data, StreamDataset):
-    yield from stream_eval_batches(data, global_batch_size, process_index, process_count)
-    return
   local = _local_slice(global_batch_size, process_index, process_count)
   for start in range(0, len(data), global_batch_size):
     index = np.arange(start, start + global_batch_size)

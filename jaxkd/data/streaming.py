@@ -43,6 +43,14 @@ class StreamDataset:
     key = repr((self.name, self.split, self.num_examples, self.image_size))
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
+  def train_batches(self, global_batch_size: int, seed: int, process_index: int = 0,
+                    process_count: int = 1) -> "StreamTrainBatches":
+    """Training batches by step, as ArrayDataset's (the data protocol, data/batches.py)."""
+    return StreamTrainBatches(self, global_batch_size, seed, process_index, process_count)
+
+  def eval_batches(self, global_batch_size: int, process_index: int = 0, process_count: int = 1):
+    return stream_eval_batches(self, global_batch_size, process_index, process_count)
+
   def _read(self):
     """(index, example) in tfds's fixed order, images still JPEG-encoded: a process decodes
     only the examples of its own slice."""
@@ -133,6 +141,7 @@ class StreamTrainBatches(BatchSource):
       pipeline = pipeline.batch(local_size, drop_remainder=True)
       for batch in tfds.as_numpy(pipeline.take(min(self.steps_per_epoch - offset, end_step - step))):
         batch.update({name: values[batch["index"]] for name, values in self.extras.items()})
+        batch["mask"] = np.ones(len(batch["index"]), np.float32)
         yield batch
         step += 1
 

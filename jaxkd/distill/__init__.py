@@ -1,12 +1,18 @@
-"""Distillation objectives: registered terms, combined by weight from the config.
+"""Distillation methods: one file per method, each registered by name, combined by weight
+from the config (jaxkd.distill.objective).
 
-A term is a pure function `term(inputs: TermInputs, **options) -> scalar`.
-Register one with `@register_term("name", uses_teacher=True)`.
+Every module of this package is imported here, so a method file added to it registers
+itself with no edit to this file. The shape of a method: jaxkd.distill.terms.
 """
 
-from jaxkd.distill.terms import TERMS, TermInputs, register_term
-from jaxkd.distill.objective import Objective, build_objective
-from jaxkd.distill import (boundaries, contrastive, correlation, factor_transfer, feature_maps,  # noqa: F401
-                          fsp, logits, relations, review)  # (registers the terms)
+import importlib
+import pkgutil
 
-__all__ = ["TERMS", "TermInputs", "register_term", "Objective", "build_objective"]
+from jaxkd.distill.objective import Objective, build_objective
+from jaxkd.distill.terms import TERMS, Method, TermInputs, register_method, register_term
+
+for _module in pkgutil.iter_modules(__path__):
+  importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = ["TERMS", "Method", "TermInputs", "register_method", "register_term", "Objective",
+           "build_objective"]

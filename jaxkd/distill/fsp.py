@@ -20,7 +20,7 @@ def fsp_matrix(bottom: jax.Array, top: jax.Array) -> jax.Array:
   return jnp.einsum("bhwi,bhwj->bij", bottom, top) / (size * size)
 
 
-def _check(student_shapes: tuple, teacher_shapes: tuple, **_) -> None:
+def check_layers(student_shapes: tuple, teacher_shapes: tuple) -> None:
   if isinstance(student_shapes[0], int) or len(student_shapes) < 2:
     raise JaxkdError("fsp: name at least two layers per side, e.g. student=('layer1_2', "
                      "'layer2_2'); the FSP matrix relates consecutive ones.")
@@ -32,10 +32,9 @@ def _check(student_shapes: tuple, teacher_shapes: tuple, **_) -> None:
       raise JaxkdError(f"fsp: student feature {s} and teacher feature {t} need the same number "
                        "of channels (an FSP matrix has no connector); pick layers whose "
                        "channels agree, or another method.")
-  return None
 
 
-@register_term("fsp", features=True, connector=_check)
+@register_term("fsp", features=True, check=check_layers)
 def fsp(student: tuple[jax.Array, ...], teacher: tuple[jax.Array, ...]) -> jax.Array:
   """Yim et al. 2017 (FSP): sum over consecutive layer pairs (l, l+1) of
   mean (G_s(l, l+1) - G_t(l, l+1))^2, G the FSP matrix (as the CRD benchmark computes it)."""

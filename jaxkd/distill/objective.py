@@ -20,13 +20,12 @@ ReviewKD) names a tuple of paths per side and receives a tuple of features.
 import dataclasses
 from typing import Callable
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
-from jaxkd.distill.terms import TERMS, TermInputs, epoch_warmup
+from jaxkd.distill.terms import TERMS, Method, TermInputs, epoch_warmup, option_names
 from jaxkd.errors import JaxkdError
 
 SCHEDULE_KINDS = ("constant", "warmup", "epoch_warmup", "cosine")
@@ -45,7 +44,7 @@ def value_schedule(name: str, spec: dict, steps_per_epoch: int, total_steps: int
     return optax.linear_schedule(float(start), value, max(int(warmup_epochs * steps_per_epoch), 1))
   if kind == "epoch_warmup":
     return lambda step: value * epoch_warmup(step, steps_per_epoch, warmup_epochs)
-  if kind == "cosine":
+  if kind == "cosine":  # Ours: optax's cosine schedules scale init_value, so cannot rise from 0.
     return lambda step: end + (value - end) * 0.5 * (
         1 + jnp.cos(jnp.pi * jnp.minimum(step / max(total_steps, 1), 1.0)))
   return lambda step: value
@@ -63,23 +62,34 @@ def _pick(mapping: dict, paths: Paths):
   return mapping[paths] if isinstance(paths, str) else tuple(mapping[p] for p in paths)
 
 
-def _zeros(shapes):
-  """Two zero examples of a feature shape, or of each shape in a tuple of shapes."""
+def _zeros(shapes, leading: tuple = (2,)):
+  """Zero examples of a feature shape, or of each shape in a tuple of shapes."""
   if shapes and isinstance(shapes[0], tuple):
-    return tuple(jnp.zeros((2, *shape), jnp.float32) for shape in shapes)
-  return jnp.zeros((2, *shapes), jnp.float32)
+    return tuple(jnp.zeros((*leading, *shape), jnp.float32) for shape in shapes)
+  return jnp.zeros((*leading, *shapes), jnp.float32)
 
 
 @dataclasses.dataclass(frozen=True)
 class Term:
+  """One weighted term: a method (a Flax module holding its options) under a label."""
+
   label: str
-  fn: Callable
+  method: Method
   weight: Callable
   temperature: Callable | None
-  options: dict
   student_path: Paths | None = None  # Feature terms: where their features come from.
   teacher_path: Paths | None = None
-  connector: nn.Module | None = None  # Set by Objective.with_shapes.
+
+  def apply(self, inputs: TermInputs, params: dict, state: dict | None, rngs: dict):
+    """(value, metrics, new running state or None) of the method on `inputs`."""
+    variables = {"params": params.get(self.label, {}), **(state or {})}
+    if state:
+      output, new_state = self.method.apply(variables, inputs, rngs=rngs, mutable=list(state))
+      new_state = jax.lax.stop_gradient(dict(new_state))
+    else:
+      output, new_state = self.method.apply(variables, inputs, rngs=rngs), None
+    value, metrics = output if isinstance(output, tuple) else (output, {})
+    return value, metrics, new_state
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,96 +99,102 @@ class Objective:
 
   @property
   def needs_teacher(self) -> bool:
-    return any(t.fn.uses_teacher for t in self.terms)
+    return any(t.method.uses_teacher for t in self.terms)
 
   @property
   def student_paths(self) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(p for t in self.terms if t.fn.features
+    return tuple(dict.fromkeys(p for t in self.terms if t.method.features
                                for p in _flat_paths(t.student_path)))
 
   @property
   def teacher_paths(self) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(p for t in self.terms if t.fn.features
+    return tuple(dict.fromkeys(p for t in self.terms if t.method.features
                                for p in _flat_paths(t.teacher_path)))
 
   def with_shapes(self, student_shapes: dict, teacher_shapes: dict,
                   num_examples: int = 0, train_labels=None) -> "Objective":
-    """Builds each feature term's connector from the shapes at its paths (no batch axis);
-    `train_labels` (the training set's, by stable index) for connectors that need them."""
+    """Checks each feature term's shapes at its paths (no batch axis), raising JaxkdError
+    for shapes its method cannot bridge, and gives every method the transfer set's size and
+    `train_labels` (by stable index) for the methods that need them."""
     terms = []
     for term in self.terms:
-      if term.fn.features:
-        # Each feature term's `connector` builds its learnable part, or returns None, and
-        # raises for shapes the method cannot bridge.
-        connector = term.fn.connector(_pick(student_shapes, term.student_path),
-                                      _pick(teacher_shapes, term.teacher_path),
-                                      options=term.options, num_examples=num_examples,
-                                      train_labels=train_labels)
-        term = dataclasses.replace(term, connector=connector)
-      terms.append(term)
+      if term.method.features:
+        term.method.check_shapes(_pick(student_shapes, term.student_path),
+                                 _pick(teacher_shapes, term.teacher_path))
+      terms.append(dataclasses.replace(term, method=term.method.with_data(num_examples,
+                                                                          train_labels)))
     return dataclasses.replace(self, terms=tuple(terms))
 
-  def init_aux(self, key: jax.Array, student_shapes: dict, teacher_shapes: dict
-               ) -> tuple[dict, dict]:
-    """The connectors' parameters (trained with the student) and running state (e.g.
-    memory banks, updated functionally each step), both {term label: ...}."""
+  def init_aux(self, key: jax.Array, student_shapes: dict, teacher_shapes: dict,
+               num_classes: int = 2) -> tuple[dict, dict]:
+    """The methods' learnable parameters (trained with the student) and running state (e.g.
+    memory banks, updated functionally each step), both {term label: ...}; terms with
+    neither are left out."""
     params, state = {}, {}
     for term in self.terms:
-      if term.connector is not None:
-        key, init_key, sample_key = jax.random.split(key, 3)
-        student = _zeros(_pick(student_shapes, term.student_path))
-        teacher = _zeros(_pick(teacher_shapes, term.teacher_path))
-        variables = dict(term.connector.init({"params": init_key, "negatives": sample_key},
-                                             student, teacher, jnp.zeros(2, jnp.int32)))
-        params[term.label] = variables.pop("params", {})
-        if variables:
-          state[term.label] = variables
+      key, init_key, sample_key = jax.random.split(key, 3)
+      logits = jnp.zeros((2, num_classes), jnp.float32)
+      inputs = TermInputs(logits, logits[None], jnp.zeros(2, jnp.int32), logits,
+                          jnp.zeros((), jnp.int32), index=jnp.zeros(2, jnp.int32),
+                          mask=jnp.ones(2, jnp.float32), temperature=self._temperature(term, 0))
+      if term.method.features:
+        inputs = inputs.replace(student=_zeros(_pick(student_shapes, term.student_path)),
+                                teacher=_zeros(_pick(teacher_shapes, term.teacher_path)))
+      variables = dict(term.method.init({"params": init_key, "negatives": sample_key}, inputs))
+      term_params = variables.pop("params", {})
+      if term_params:
+        params[term.label] = term_params
+      if variables:
+        state[term.label] = variables
     return params, state
 
-  def _feature_value(self, term: Term, inputs: TermInputs, aux_params: dict, aux_state: dict,
-                     options: dict):
-    student = _pick(inputs.student_features, term.student_path)
-    teachers = _pick(inputs.teacher_features, term.teacher_path)
-    total, new_state = 0.0, aux_state.get(term.label)
-    for k in range(jax.tree.leaves(teachers)[0].shape[0]):
-      teacher = jax.tree.map(lambda t: jax.lax.stop_gradient(t[k]), teachers)
-      student_k = student
-      if term.connector is not None:
-        variables = {"params": aux_params[term.label], **(new_state or {})}
-        rngs = {} if inputs.key is None else {"negatives": jax.random.fold_in(inputs.key, k)}
-        if new_state:
-          (student_k, teacher), new_state = term.connector.apply(
-              variables, student, teacher, inputs.index, rngs=rngs, mutable=list(new_state))
-          new_state = jax.lax.stop_gradient(dict(new_state))
-        else:
-          student_k, teacher = term.connector.apply(variables, student, teacher, inputs.index,
-                                                    rngs=rngs)
-      total = total + term.fn(student_k, teacher, **options)
-    return total, new_state
+  @staticmethod
+  def _temperature(term: Term, step):
+    return None if term.temperature is None else term.temperature(step)
+
+  def _per_teacher(self, term: Term, inputs: TermInputs, aux_params: dict, state: dict | None):
+    """The term summed over the teachers, each seeing one teacher's outputs (feature terms;
+    logit terms with teacher_combine='sum'); running state passed from one to the next."""
+    total, metrics = 0.0, {}
+    if term.method.features:
+      student = _pick(inputs.student_features, term.student_path)
+      teachers = _pick(inputs.teacher_features, term.teacher_path)
+      count = jax.tree.leaves(teachers)[0].shape[0]
+    else:
+      count = inputs.teacher_logits.shape[0]
+    for k in range(count):
+      logits = inputs.teacher_logits
+      view = inputs.replace(teacher_logits=None if logits is None else logits[k:k + 1])
+      if term.method.features:
+        view = view.replace(student=student, teacher=jax.tree.map(
+            lambda t: jax.lax.stop_gradient(t[k]), teachers))
+      rngs = {} if inputs.key is None else {"negatives": jax.random.fold_in(inputs.key, k)}
+      value, metrics, new_state = term.apply(view, aux_params, state, rngs)
+      state = state if new_state is None else new_state
+      total = total + value
+    return total, metrics, state
 
   def __call__(self, inputs: TermInputs, aux_params: dict | None = None,
                aux_state: dict | None = None) -> tuple[jax.Array, dict, dict]:
-    """Returns (total loss, {label: unweighted term value, 'weight/label': weight},
-    updated running state of the connectors)."""
+    """Returns (total loss, {'loss/label': unweighted term value, 'weight/label': weight,
+    'label/name': a method's own metrics}, updated running state of the methods)."""
     total, metrics, new_aux_state = 0.0, {}, dict(aux_state or {})
     for term in self.terms:
-      options = dict(term.options)
-      if term.temperature is not None:
-        options["temperature"] = term.temperature(inputs.step)
-      if term.fn.features:
-        options = {k: v for k, v in options.items() if k in term.fn.term_options}
-        value, state = self._feature_value(term, inputs, aux_params or {}, aux_state or {}, options)
-        if state is not None:
-          new_aux_state[term.label] = state
-      elif term.fn.uses_teacher and self.teacher_combine == "sum":
-        value = sum(term.fn(inputs.replace(teacher_logits=inputs.teacher_logits[k:k + 1]), **options)
-                    for k in range(inputs.teacher_logits.shape[0]))
+      view = inputs.replace(temperature=self._temperature(term, inputs.step))
+      state = (aux_state or {}).get(term.label)
+      if term.method.features or (term.method.uses_teacher and self.teacher_combine == "sum"):
+        value, term_metrics, state = self._per_teacher(term, view, aux_params or {}, state)
       else:
-        value = term.fn(inputs, **options)
+        rngs = {} if inputs.key is None else {"negatives": inputs.key}
+        value, term_metrics, new_state = term.apply(view, aux_params or {}, state, rngs)
+        state = state if new_state is None else new_state
+      if state is not None:
+        new_aux_state[term.label] = state
       weight = term.weight(inputs.step)
       total = total + weight * value
       metrics[f"loss/{term.label}"] = value
       metrics[f"weight/{term.label}"] = weight
+      metrics.update({f"{term.label}/{name}": v for name, v in term_metrics.items()})
     return total, metrics, new_aux_state
 
 
@@ -191,29 +207,30 @@ def build_objective(config: ml_collections.ConfigDict, steps_per_epoch: int,
   terms = []
   for label, spec in config.terms.items():
     spec = dict(spec.to_dict() if isinstance(spec, ml_collections.ConfigDict) else spec)
-    fn = TERMS.get(spec.pop("term", label))
+    method = TERMS.get(spec.pop("term", label))
     if "weight" not in spec:
       raise JaxkdError(f"objective term '{label}' needs a weight (distill.terms.{label}.weight).")
     weight = value_schedule("weight", spec, steps_per_epoch, total_steps)
     spec.pop("weight")
+    known = set(option_names(method))
     temperature = None
-    if "temperature" in spec:
+    if "temperature" in known:  # A schedule of the given value, or of the method's default.
+      spec.setdefault("temperature", dict(method.__dataclass_fields__)["temperature"].default)
       temperature = value_schedule("temperature", spec, steps_per_epoch, total_steps)
       spec.pop("temperature")
     paths = {}
-    if fn.features:
+    if method.features:
       for side in ("student", "teacher"):
         if not spec.get(side):
           raise JaxkdError(f"feature term '{label}' needs distill.terms.{label}.{side}: the "
                            f"{side}'s feature path (python -m jaxkd.models.inspect lists them).")
         value = spec.pop(side)
         paths[f"{side}_path"] = value if isinstance(value, str) else tuple(value)
-    known = fn.term_options | set(fn.connector_options)
     unknown = sorted(set(spec) - known)
-    if unknown or (temperature is not None and "temperature" not in known):
-      raise JaxkdError(f"objective term '{label}' has no option(s) "
-                       f"{unknown or ['temperature']}; its options are {sorted(known)}.")
-    terms.append(Term(label, fn, weight, temperature, spec, **paths))
+    if unknown:
+      raise JaxkdError(f"objective term '{label}' has no option(s) {unknown}; its options are "
+                       f"{sorted(known)}.")
+    terms.append(Term(label, method(**spec), weight, temperature, **paths))
   if not terms:
     raise JaxkdError("distill.terms is empty; give at least one term, e.g. ce with weight 1.")
   return Objective(tuple(terms), config.teacher_combine)

@@ -1,54 +1,53 @@
-"""What every term sees, the term registry, and helpers shared by logit terms."""
+"""The one shape of a distillation method, its registry, and helpers shared by methods.
 
+Every method is a Flax module, a subclass of `Method`, registered by name:
+
+  @register_method("my_kd")
+  class MyKD(Method):
+    temperature: float = 4.0              # its options: the module's fields, listed once
+
+    def __call__(self, inputs: TermInputs):   # -> loss, or (loss, {name: metric})
+      ...
+
+It owns its learnable parts (submodules: trained with the student, kept in the train
+state under the term's label, never exported) and its running state (variables of any
+other collection, e.g. a memory bank, updated functionally each step). It is called with
+TermInputs: the student's and the teachers' outputs and the batch. A feature method
+(`features = True`) names feature paths in its options `student` and `teacher` and finds
+those features in inputs.student and inputs.teacher (one teacher at a time: the
+objective sums it over the teachers). A method that needs no learnable part or state is
+a pure function, registered with @register_term, which makes the module for it.
+
+Registration needs no import elsewhere: every module of the package jaxkd/distill is
+imported by jaxkd.distill, so a file added there registers its methods. A method
+defined outside the package registers when its module is imported (import it before
+building the objective, e.g. at the top of the config file).
+"""
+
+import dataclasses
 import inspect
-from typing import Callable
+from typing import Any, Callable, ClassVar
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from jaxkd.registry import Registry
 
-TERMS: Registry[Callable] = Registry("objective term")
-
-
-def register_term(name: str, uses_teacher: bool = True, features: bool = False,
-                  connector: Callable | None = None, connector_options: tuple[str, ...] = ()):
-  """Registers a term under `name`.
-
-  Logit terms: `fn(inputs: TermInputs, **options) -> scalar`. Feature terms
-  (features=True): `fn(student_feature, teacher_feature, **options) -> scalar`,
-  with options `student` and `teacher` naming the feature paths, and a
-  `connector(student_shape, teacher_shape, options=..., num_examples=..., train_labels=...)` that
-  returns a Flax module or None, and raises JaxkdError for shapes the method
-  cannot bridge. The module is called as (student, teacher, index) -> (student',
-  teacher') before the term; its params train with the student, and any other
-  collection (e.g. 'memory') is running state. `connector_options` are options
-  the connector reads rather than the term.
-  """
-
-  if features and connector is None:
-    raise ValueError(f"feature term '{name}' needs a connector (or a shape check returning None)")
-
-  def add(fn):
-    fn.uses_teacher = uses_teacher
-    fn.features = features
-    fn.connector = connector
-    fn.connector_options = connector_options
-    fn.term_options = set(inspect.signature(fn).parameters) - {"inputs", "student", "teacher"}
-    return TERMS.register(name)(fn)
-
-  return add
-
 
 @flax.struct.dataclass
 class TermInputs:
-  """The batch as the objective sees it.
+  """The batch as a method sees it.
 
   student_logits [B, C]; teacher_logits [K, B, C] for K teachers (None without
   a teacher); labels [B] hard labels; targets [B, C] label distributions (one-hot,
   or mixed by mixup); step and steps_per_epoch for warm-ups; the captured
-  features of the paths that feature terms name.
+  features of the paths that feature terms name; index [B] stable example indices
+  (memory banks); key the step's randomness; mask [B] 1 for examples that count.
+  Set by the objective for each term: student / teacher, the features at the term's
+  own paths (a tuple for a tuple of paths; the teacher's for one teacher), and
+  temperature, the step's value of a `temperature` option that follows a schedule.
   """
 
   student_logits: jax.Array
@@ -59,8 +58,123 @@ class TermInputs:
   steps_per_epoch: int = flax.struct.field(pytree_node=False, default=1)
   student_features: dict = flax.struct.field(default_factory=dict)  # path -> [B, ...]
   teacher_features: dict = flax.struct.field(default_factory=dict)  # path -> [K, B, ...]
-  index: jax.Array | None = None  # [B] stable example indices (memory banks)
-  key: jax.Array | None = None  # randomness of the step (e.g. sampled negatives)
+  index: jax.Array | None = None
+  key: jax.Array | None = None
+  mask: jax.Array | None = None
+  student: Any = None
+  teacher: Any = None
+  temperature: Any = None
+
+
+class Method(nn.Module):
+  """The base of every distillation method (see the module's docstring).
+
+  features: reads feature paths (options `student` and `teacher`); uses_teacher: needs
+  teacher outputs (online or cached). check_shapes raises JaxkdError, naming the fix,
+  for feature shapes the method cannot bridge (checked before anything compiles);
+  with_data receives the transfer set's size and labels (CRD's memory banks).
+  """
+
+  features: ClassVar[bool] = False
+  uses_teacher: ClassVar[bool] = True
+  data_fields: ClassVar[tuple[str, ...]] = ()  # Fields with_data sets: not options.
+
+  def __init_subclass__(cls, **kwargs):
+    # Called on the unbound module, before any init: not wrapped as Flax wraps methods
+    # (a connector a check builds would otherwise be bound to the unbound method).
+    for name in ("check_shapes", "with_data"):
+      if name in cls.__dict__:
+        nn.nowrap(cls.__dict__[name])
+    super().__init_subclass__(**kwargs)
+
+  @nn.nowrap
+  def check_shapes(self, student_shape, teacher_shape) -> None:
+    """Shapes [H, W, C] or [C] (tuples of them for tuples of paths), no batch axis."""
+
+  @nn.nowrap
+  def with_data(self, num_examples: int, train_labels) -> "Method":
+    return self
+
+
+def option_names(method: type) -> tuple[str, ...]:
+  """A method's options: its module fields (but those with_data sets)."""
+  return tuple(f.name for f in dataclasses.fields(method)
+               if f.name not in ("parent", "name", *method.data_fields))
+
+
+TERMS: Registry[type] = Registry("objective term")
+
+
+def register_method(name: str) -> Callable[[type], type]:
+  """Registers a Method subclass under `name`."""
+
+  def add(cls: type) -> type:
+    if not (isinstance(cls, type) and issubclass(cls, Method)):
+      raise TypeError(f"register_method('{name}') takes a subclass of Method, got {cls!r}")
+    return TERMS.register(name)(cls)
+
+  return add
+
+
+class FunctionTerm(Method):
+  """A method made from a pure function by @register_term; its options are the function's
+  keyword parameters, its learnable part (if any) the connector built from the shapes."""
+
+  loss: ClassVar[Callable]
+  connector_for: ClassVar[Callable | None] = None
+
+  @nn.compact
+  def __call__(self, inputs: TermInputs) -> jax.Array:
+    options = {name: getattr(self, name) for name in option_names(type(self))}
+    if inputs.temperature is not None and "temperature" in options:
+      options["temperature"] = inputs.temperature
+    if not self.features:
+      return type(self).loss(inputs, **options)
+    student = inputs.student
+    if self.connector_for is not None:
+      connector = type(self).connector_for(feature_shape(inputs.student),
+                                           feature_shape(inputs.teacher))
+      student = student if connector is None else own(self, connector)(student)
+    return type(self).loss(student, inputs.teacher, **options)
+
+
+def feature_shape(feature):
+  """The shape of a feature without its batch axis (a tuple of them for a tuple)."""
+  return tuple(map(feature_shape, feature)) if isinstance(feature, tuple) else feature.shape[1:]
+
+
+def register_term(name: str, uses_teacher: bool = True, features: bool = False,
+                  check: Callable | None = None, connector: Callable | None = None):
+  """Registers a pure function as the method `name` and returns the function unchanged.
+
+  Logit terms: `fn(inputs: TermInputs, **options) -> scalar`. Feature terms
+  (features=True): `fn(student_feature, teacher_feature, **options) -> scalar`, and
+  `check(student_shape, teacher_shape)` raising JaxkdError for shapes it cannot take.
+  `connector(student_shape, teacher_shape)` returns the method's learnable part, a Flax
+  module applied to the student's feature before `fn` (or None: none for these shapes),
+  and raises JaxkdError for shapes it cannot bridge (it is the check too). Every option
+  needs a default.
+  """
+
+  def add(fn: Callable) -> Callable:
+    params = [p for p in inspect.signature(fn).parameters.values()
+              if p.name not in ("inputs", "student", "teacher")]
+    missing = [p.name for p in params if p.default is inspect.Parameter.empty]
+    if missing:
+      raise TypeError(f"term '{name}': options {missing} need defaults")
+    namespace = {"__annotations__": {p.name: Any for p in params},
+                 **{p.name: p.default for p in params}, "__doc__": fn.__doc__,
+                 "__module__": fn.__module__, "loss": staticmethod(fn), "features": features,
+                 "uses_teacher": uses_teacher,
+                 "connector_for": None if connector is None else staticmethod(connector)}
+    shapes_check = check or connector
+    if shapes_check is not None:
+      namespace["check_shapes"] = lambda self, student_shape, teacher_shape: shapes_check(
+          student_shape, teacher_shape)
+    TERMS.register(name)(type(f"{fn.__name__}_term", (FunctionTerm,), namespace))
+    return fn
+
+  return add
 
 
 def standardize(logits: jax.Array) -> jax.Array:
@@ -96,12 +210,6 @@ def l2_normalize(x: jax.Array, axis: int = -1) -> jax.Array:
   return x * jax.lax.rsqrt(jnp.sum(x * x, axis=axis, keepdims=True) + 1e-12)
 
 
-def kl_divergence(target_probs: jax.Array, log_probs: jax.Array) -> jax.Array:
-  """KL(target || model) per example, with 0 * log 0 = 0."""
-  return jnp.sum(jax.scipy.special.xlogy(target_probs, target_probs) - target_probs * log_probs,
-                 axis=-1)
-
-
 def adaptive_avg_pool(x: jax.Array, size: int) -> jax.Array:
   """PyTorch's adaptive_avg_pool2d to size x size for [B, H, W, C] features."""
   height, width = x.shape[1:3]
@@ -120,3 +228,16 @@ def same_spatial_size(student: jax.Array, teacher: jax.Array) -> tuple[jax.Array
   """Pools the larger of two [B, H, W, C] maps down to the smaller one's size (square maps)."""
   size = min(student.shape[1], teacher.shape[1])
   return adaptive_avg_pool(student, size), adaptive_avg_pool(teacher, size)
+
+
+def own(method: nn.Module, part: nn.Module) -> nn.Module:
+  """`part` (a connector built inside `method`'s compact call) with its variables at the
+  method's own top level: under the term's label, at the paths configs name (train.freeze
+  'aux/<label>/conv') and checkpoints keep."""
+  nn.share_scope(method, part)
+  return part
+
+
+def flatten(feature: jax.Array) -> jax.Array:
+  """[B, ...] -> [B, D]: a feature as one vector per example."""
+  return feature.reshape(feature.shape[0], -1)

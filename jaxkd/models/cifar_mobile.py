@@ -196,6 +196,17 @@ register_variant("shufflenetv1", ShuffleNetV1)
 # ---------------------------------------------------------------------------- ShuffleNetV2
 
 
+def shuffle_v2_branch(x: jax.Array, width: int, stride: int, train: bool, first: int) -> jax.Array:
+  """ShuffleNetV2's convolutional branch, 1x1-BN-ReLU, 3x3 depthwise (stride)-BN,
+  1x1-BN-ReLU, its layers named conv/bn `first` .. `first + 2` in the calling module."""
+  names = [(f"conv{first + i}", f"bn{first + i}") for i in range(3)]
+  x = nn.relu(batch_norm(train, names[0][1])(nn.Conv(width, (1, 1), use_bias=False,
+                                                     name=names[0][0])(x)))
+  x = batch_norm(train, names[1][1])(depthwise_conv(width, stride, names[1][0])(x))
+  return nn.relu(batch_norm(train, names[2][1])(nn.Conv(width, (1, 1), use_bias=False,
+                                                        name=names[2][0])(x)))
+
+
 class ShuffleV2Block(nn.Module):
   """Splits the channels in half; the second half goes through 1x1-BN-ReLU, 3x3
   depthwise-BN, 1x1-BN-ReLU; concatenated back after the first half, then shuffled."""
@@ -206,11 +217,7 @@ class ShuffleV2Block(nn.Module):
   def __call__(self, x: jax.Array, train: bool) -> jax.Array:
     width = int(x.shape[-1] * self.split_ratio)  # The benchmark's branch width (C even here).
     x1, x2 = x[..., :width], x[..., width:]
-    y = nn.Conv(width, (1, 1), use_bias=False, name="conv1")(x2)
-    y = nn.relu(batch_norm(train, "bn1")(y))
-    y = batch_norm(train, "bn2")(depthwise_conv(width, 1, "conv2")(y))
-    y = nn.Conv(width, (1, 1), use_bias=False, name="conv3")(y)
-    y = nn.relu(batch_norm(train, "bn3")(y))
+    y = shuffle_v2_branch(x2, width, 1, train, first=1)
     return channel_shuffle(jnp.concatenate([x1, y], axis=-1), 2)
 
 
@@ -226,11 +233,7 @@ class ShuffleV2DownBlock(nn.Module):
     left = batch_norm(train, "bn1")(depthwise_conv(x.shape[-1], 2, "conv1")(x))
     left = nn.Conv(mid, (1, 1), use_bias=False, name="conv2")(left)
     left = nn.relu(batch_norm(train, "bn2")(left))
-    right = nn.Conv(mid, (1, 1), use_bias=False, name="conv3")(x)
-    right = nn.relu(batch_norm(train, "bn3")(right))
-    right = batch_norm(train, "bn4")(depthwise_conv(mid, 2, "conv4")(right))
-    right = nn.Conv(mid, (1, 1), use_bias=False, name="conv5")(right)
-    right = nn.relu(batch_norm(train, "bn5")(right))
+    right = shuffle_v2_branch(x, mid, 2, train, first=3)
     return channel_shuffle(jnp.concatenate([left, right], axis=-1), 2)
 
 

@@ -17,7 +17,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.distill.terms import l2_normalize, register_term, same_spatial_size
+from jaxkd.distill.terms import (Method, TermInputs, l2_normalize, register_method,
+                                 same_spatial_size)
 from jaxkd.errors import JaxkdError
 
 
@@ -55,30 +56,9 @@ class Translator(nn.Module):
                   "conv", batch_norm=True)
 
 
-class FactorTransferHeads(nn.Module):
-  """(student, teacher) -> (student factor, {teacher factor, reconstruction, feature})."""
-
-  factor_channels: int
-
-  @nn.compact
-  def __call__(self, student: jax.Array, teacher: jax.Array, index: jax.Array):
-    student_factor = Translator(self.factor_channels, name="translator")(student)
-    teacher_factor, reconstruction = Paraphraser(self.factor_channels, name="paraphraser")(teacher)
-    return student_factor, {"factor": teacher_factor, "reconstruction": reconstruction,
-                            "feature": teacher}
-
-
-def ft_heads_for(student_shape: tuple, teacher_shape: tuple, options: dict, **_) -> nn.Module:
-  if len(student_shape) != 3 or len(teacher_shape) != 3:
-    raise JaxkdError(f"ft: student feature {student_shape} and teacher feature {teacher_shape} "
-                     "must both be [H, W, C] maps; pick convolutional layers.")
-  return FactorTransferHeads(max(int(teacher_shape[-1] * options.get("rate", 0.5)), 1))
-
-
-@register_term("ft_paraphraser", features=True, connector=ft_heads_for, connector_options=("rate",))
-def ft_paraphraser(student: jax.Array, teacher: dict) -> jax.Array:
+def ft_paraphraser(reconstruction: jax.Array, teacher: jax.Array) -> jax.Array:
   """Kim et al. 2018 (FT), paraphraser stage: mean (P(F_t) - F_t)^2, P the autoencoder."""
-  return jnp.mean((teacher["reconstruction"] - teacher["feature"]) ** 2)
+  return jnp.mean((reconstruction - teacher) ** 2)
 
 
 def _factor_vector(factor: jax.Array, form: str) -> jax.Array:
@@ -89,16 +69,59 @@ def _factor_vector(factor: jax.Array, form: str) -> jax.Array:
   raise JaxkdError(f"ft: form '{form}' is not one of ('paper', 'crd_code').")
 
 
-@register_term("ft", features=True, connector=ft_heads_for, connector_options=("rate",))
-def ft(student: jax.Array, teacher: dict, p: float = 1.0, form: str = "paper") -> jax.Array:
+def ft(student_factor: jax.Array, teacher_factor: jax.Array, p: float = 1.0,
+       form: str = "paper") -> jax.Array:
   """Kim et al. 2018 (FT). form='paper': mean_b ||u_s - u_t||_p with u = vec(factor) /
   ||vec(factor)||_2 per example (p = 1 in the paper). form='crd_code' (what the CRD
   benchmark runs, weight 200): u = normalize(mean_c factor^2), the factor's attention
   map, and mean |u_s - u_t|^p over all elements. The larger map is pooled to the
   smaller; the teacher's factor is a fixed target (its paraphraser trains in stage 1)."""
-  student_factor, teacher_factor = same_spatial_size(student, teacher["factor"])
+  student_factor, teacher_factor = same_spatial_size(student_factor, teacher_factor)
   difference = (_factor_vector(student_factor, form)
                 - jax.lax.stop_gradient(_factor_vector(teacher_factor, form)))
   if form == "paper":
     return jnp.mean(jnp.sum(jnp.abs(difference) ** p, axis=1) ** (1.0 / p))
   return jnp.mean(jnp.abs(difference) ** p)
+
+
+class FactorTransfer(Method):
+  """Both stages' learnable parts, at aux/<label>/translator and aux/<label>/paraphraser
+  (the same in both stages, so the second takes over what the first trained): factor
+  channels = rate * the teacher's channels."""
+
+  rate: float = 0.5
+  features = True
+
+  def check_shapes(self, student_shape, teacher_shape) -> None:
+    if len(student_shape) != 3 or len(teacher_shape) != 3:
+      raise JaxkdError(f"ft: student feature {student_shape} and teacher feature "
+                       f"{teacher_shape} must both be [H, W, C] maps; pick convolutional layers.")
+
+  @nn.compact
+  def factors(self, inputs: TermInputs) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """(the student's factor, the teacher's factor, the teacher's reconstruction)."""
+    factor_channels = max(int(inputs.teacher.shape[-1] * self.rate), 1)
+    student_factor = Translator(factor_channels, name="translator")(inputs.student)
+    teacher_factor, reconstruction = Paraphraser(factor_channels, name="paraphraser")(inputs.teacher)
+    return student_factor, teacher_factor, reconstruction
+
+
+@register_method("ft_paraphraser")
+class FTParaphraser(FactorTransfer):
+  """FT stage 1: `ft_paraphraser`, the paraphraser reconstructing the teacher's feature."""
+
+  def __call__(self, inputs: TermInputs) -> jax.Array:
+    _, _, reconstruction = self.factors(inputs)
+    return ft_paraphraser(reconstruction, inputs.teacher)
+
+
+@register_method("ft")
+class FT(FactorTransfer):
+  """FT stage 2: `ft`, the translator's factor matched to the paraphraser's."""
+
+  p: float = 1.0
+  form: str = "paper"
+
+  def __call__(self, inputs: TermInputs) -> jax.Array:
+    student_factor, teacher_factor, _ = self.factors(inputs)
+    return ft(student_factor, teacher_factor, self.p, self.form)

@@ -7,14 +7,14 @@ stable indices.
 """
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxkd.distill.terms import l2_normalize, register_term
+from jaxkd.distill.terms import Method, TermInputs, l2_normalize, own, register_method
 from jaxkd.errors import JaxkdError
 
 NEGATIVES = ("other_classes", "uniform")
@@ -114,23 +114,7 @@ class CRDHeads(nn.Module):
         memory.value = update_memory(memory.value, embedding, index, self.momentum)
     return {"student": scores_student / jnp.abs(z_student.value),
             "teacher": scores_teacher / jnp.abs(z_teacher.value),
-            "noise": self.num_negatives / self.num_examples}, None
-
-
-def crd_heads_for(student_shape: tuple, teacher_shape: tuple, options: dict, num_examples: int,
-                  train_labels: np.ndarray | None = None, **_) -> nn.Module:
-  fields = ("feat_dim", "num_negatives", "nce_temperature", "momentum")
-  negatives = options.get("negatives", "other_classes")
-  if negatives not in NEGATIVES:
-    raise JaxkdError(f"crd: negatives='{negatives}' is not one of {NEGATIVES}.")
-  layout = None
-  if negatives == "other_classes":
-    if train_labels is None:
-      raise JaxkdError("crd: negatives='other_classes' needs the training labels in memory, "
-                       "which a streamed dataset does not hold; set negatives='uniform'.")
-    layout = ClassLayout(train_labels)
-  return CRDHeads(num_examples, **{k: options[k] for k in fields if k in options},
-                  class_layout=layout)
+            "noise": self.num_negatives / self.num_examples}
 
 
 def nce_loss(scores: jax.Array, noise: float, eps: float = 1e-7) -> jax.Array:
@@ -142,17 +126,50 @@ def nce_loss(scores: jax.Array, noise: float, eps: float = 1e-7) -> jax.Array:
   return -(jnp.sum(log_positive) + jnp.sum(log_negative)) / scores.shape[0]
 
 
-@register_term("crd", features=True, connector=crd_heads_for,
-               connector_options=("feat_dim", "num_negatives", "nce_temperature", "momentum",
-                                  "negatives"))
-def crd(student: dict, teacher: None) -> jax.Array:
+def crd(scores: dict) -> jax.Array:
   """Tian et al. 2020 (CRD): NCE(student embedding vs the teacher's memory) +
-  NCE(teacher embedding vs the student's memory), K negatives from memory banks
-  (defaults: 16384 negatives, temperature 0.07, momentum 0.5, 128-d embeddings).
+  NCE(teacher embedding vs the student's memory), on CRDHeads' scores."""
+  return nce_loss(scores["student"], scores["noise"]) + nce_loss(scores["teacher"], scores["noise"])
+
+
+@register_method("crd")
+class CRD(Method):
+  """Tian et al. 2020 (CRD): `crd` with K negatives from memory banks (defaults: 16384
+  negatives, temperature 0.07, momentum 0.5, 128-d embeddings). Its embedding heads are
+  its learnable part, its memory banks its running state (CRDHeads).
 
   negatives='other_classes' (default) draws them from examples of other classes, as
   the benchmark's CIFAR-100 loader does (mode 'exact'); 'uniform' from all examples.
   Draws are with replacement; the benchmark's are without replacement when K is at
   most the pool (16384 of 49,500 on CIFAR-100): a few repeated negatives per row.
   """
-  return nce_loss(student["student"], student["noise"]) + nce_loss(student["teacher"], student["noise"])
+
+  feat_dim: int = 128
+  num_negatives: int = 16384
+  nce_temperature: float = 0.07
+  momentum: float = 0.5
+  negatives: str = "other_classes"
+  num_examples: int = 0  # From the transfer set (with_data), not options.
+  class_layout: Any = None
+  data_fields: ClassVar[tuple[str, ...]] = ("num_examples", "class_layout")
+  features = True
+
+  def check_shapes(self, student_shape, teacher_shape) -> None:
+    if self.negatives not in NEGATIVES:
+      raise JaxkdError(f"crd: negatives='{self.negatives}' is not one of {NEGATIVES}.")
+
+  def with_data(self, num_examples: int, train_labels) -> "CRD":
+    self.check_shapes(None, None)
+    layout = None
+    if self.negatives == "other_classes":
+      if train_labels is None:
+        raise JaxkdError("crd: negatives='other_classes' needs the training labels in memory, "
+                         "which a streamed dataset does not hold; set negatives='uniform'.")
+      layout = ClassLayout(train_labels)
+    return self.clone(num_examples=num_examples, class_layout=layout)
+
+  @nn.compact
+  def __call__(self, inputs: TermInputs) -> jax.Array:
+    heads = own(self, CRDHeads(self.num_examples, self.feat_dim, self.num_negatives,
+                               self.nce_temperature, self.momentum, self.class_layout))
+    return crd(heads(inputs.student, inputs.teacher, inputs.index))

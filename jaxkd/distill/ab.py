@@ -9,16 +9,15 @@ margin loss has no gradient for inactive neurons. The benchmark trains it in an
 initialisation stage (config.stages) and then the student with cross-entropy alone.
 """
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.distill.feature_maps import conv_reg_for
+from jaxkd.distill.connectors import ConvReg, conv_reg_for
 from jaxkd.distill.terms import register_term
 from jaxkd.errors import JaxkdError
 
 
-def ab_connector_for(student_shape: tuple, teacher_shape: tuple, **_) -> nn.Module | None:
+def ab_connector_for(student_shape: tuple, teacher_shape: tuple) -> ConvReg | None:
   """None when channels and size agree (the benchmark's Connector: an empty Sequential),
   else its ConvReg without ReLU (conv + BatchNorm)."""
   if len(student_shape) != 3 or len(teacher_shape) != 3:

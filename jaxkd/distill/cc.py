@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.distill.terms import l2_normalize, register_term
+from jaxkd.distill.terms import Method, TermInputs, l2_normalize, own, register_method
 from jaxkd.errors import JaxkdError
 
 FORMS = ("gaussian", "crd_code")
@@ -23,17 +23,10 @@ class CCEmbed(nn.Module):
   feat_dim: int = 128
 
   @nn.compact
-  def __call__(self, student: jax.Array, teacher: jax.Array, index: jax.Array):
+  def __call__(self, student: jax.Array, teacher: jax.Array) -> tuple[jax.Array, jax.Array]:
     batch = student.shape[0]
     return (nn.Dense(self.feat_dim, name="embed_student")(student.reshape(batch, -1)),
             nn.Dense(self.feat_dim, name="embed_teacher")(teacher.reshape(batch, -1)))
-
-
-def cc_embed_for(student_shape: tuple, teacher_shape: tuple, options: dict, **_) -> nn.Module:
-  form = options.get("form", "gaussian")
-  if form not in FORMS:
-    raise JaxkdError(f"cc: form '{form}' is not one of {FORMS}.")
-  return CCEmbed(options.get("feat_dim", 128))
 
 
 def correlation_matrix(embedding: jax.Array, gamma: float, order: int) -> jax.Array:
@@ -45,7 +38,6 @@ def correlation_matrix(embedding: jax.Array, gamma: float, order: int) -> jax.Ar
              for p in range(order + 1))
 
 
-@register_term("cc", features=True, connector=cc_embed_for, connector_options=("feat_dim",))
 def cc(student: jax.Array, teacher: jax.Array, form: str = "gaussian", gamma: float = 0.4,
        order: int = 2) -> jax.Array:
   """Peng et al. 2019 (CC). form='gaussian' (the paper): mean_{i,j} (C^s_ij - C^t_ij)^2 with
@@ -58,3 +50,23 @@ def cc(student: jax.Array, teacher: jax.Array, form: str = "gaussian", gamma: fl
     return jnp.mean(jnp.sum(delta[:-1] * delta[1:], axis=1))
   return jnp.mean((correlation_matrix(student, gamma, order)
                    - correlation_matrix(teacher, gamma, order)) ** 2)
+
+
+@register_method("cc")
+class CC(Method):
+  """CC: `cc` on the learned embeddings (CCEmbed, its learnable part) of both sides."""
+
+  form: str = "gaussian"
+  gamma: float = 0.4
+  order: int = 2
+  feat_dim: int = 128
+  features = True
+
+  def check_shapes(self, student_shape, teacher_shape) -> None:
+    if self.form not in FORMS:
+      raise JaxkdError(f"cc: form '{self.form}' is not one of {FORMS}.")
+
+  @nn.compact
+  def __call__(self, inputs: TermInputs) -> jax.Array:
+    student, teacher = own(self, CCEmbed(self.feat_dim))(inputs.student, inputs.teacher)
+    return cc(student, teacher, self.form, self.gamma, self.order)

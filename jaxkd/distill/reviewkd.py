@@ -63,7 +63,7 @@ class ReviewHeads(nn.Module):
   mid_channels: int
 
   @nn.compact
-  def __call__(self, student: tuple, teacher: tuple, index: jax.Array):
+  def __call__(self, student: tuple) -> tuple:
     levels = len(student)
     outputs, residual = [None] * levels, None
     for level in reversed(range(levels)):
@@ -71,10 +71,10 @@ class ReviewHeads(nn.Module):
       size = shape[0] if len(shape) == 3 else 1
       outputs[level], residual = ABF(self.mid_channels, shape[-1], size, residual is not None,
                                      name=f"abf{level}")(_as_map(student[level]), residual)
-    return tuple(outputs), tuple(_as_map(t) for t in teacher)
+    return tuple(outputs)
 
 
-def review_heads_for(student_shapes: tuple, teacher_shapes: tuple, **_) -> nn.Module:
+def review_heads_for(student_shapes: tuple, teacher_shapes: tuple) -> ReviewHeads:
   if isinstance(student_shapes[0], int) or len(student_shapes) != len(teacher_shapes):
     raise JaxkdError("reviewkd: name the same number of layers on each side as tuples, e.g. "
                      "student=('layer1_2', 'layer2_2', 'layer3_2', 'pool').")
@@ -103,4 +103,5 @@ def reviewkd(student: tuple, teacher: tuple) -> jax.Array:
   """Chen et al. 2021 (ReviewKD): sum over levels of the hierarchical context loss between
   the fused student output and the teacher's feature (usual weight 1 with a 20-epoch
   warm-up on CIFAR-100: weight_schedule='warmup', weight_warmup_epochs=20)."""
-  return sum(hierarchical_context_loss(s, jax.lax.stop_gradient(t)) for s, t in zip(student, teacher))
+  return sum(hierarchical_context_loss(s, jax.lax.stop_gradient(_as_map(t)))
+             for s, t in zip(student, teacher))

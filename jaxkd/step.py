@@ -1,0 +1,149 @@
+"""The jitted train step, built from one small object (StepSpec) rather than a parameter list.
+
+A step is a pure function step(state, teacher_variables, batch) -> (state, metrics),
+compiled once with jax.jit over a device mesh: the batch is split on the 'data' axis,
+the state replicated. It holds no Python-side state: every random draw comes from
+fold_in(state.rng, state.step), so the step can also be vmapped over a leading member
+axis of the state.
+"""
+
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh
+
+from jaxkd.data.augment import Preprocess, mixup, model_input
+from jaxkd.distill import Objective, TermInputs
+from jaxkd.features import apply_with_features
+from jaxkd.precision import cast_floating, to_float32
+from jaxkd.sharding import batch_sharding, replicated
+from jaxkd.state import TrainState
+
+Batch = dict[str, jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Precision:
+  """Compute dtypes (config.precision). The student's params stay float32 in the state (so
+  gradients and the optimizer are float32) and are cast for the forward pass, as are the
+  inputs and the teachers' floating variables; logits and features return as float32."""
+
+  student: Any = jnp.float32
+  teacher: Any = jnp.float32
+
+  @classmethod
+  def from_config(cls, precision) -> "Precision":
+    precision = precision or {}
+    return cls(jnp.dtype(precision.get("student", "float32")),
+               jnp.dtype(precision.get("teacher", "float32")))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+  """What a train step is made of.
+
+  model / tx / objective: the student, its optimizer (over state.trainable()) and the
+  weighted terms. teachers: frozen Flax modules, run in inference mode on the student's
+  augmented view under stop_gradient (their variables are the step's second argument,
+  never differentiated or donated); a batch carrying `teacher_logits` (cached soft
+  labels, [B, K, C]) runs none. schedule: logged as learning_rate. frozen: a pytree of
+  bools like state.trainable(), True where train.freeze holds, left out of the logged
+  grad_norm. keep_model_state: the student's batch statistics stay as they are (a
+  frozen student); student_eval_mode: the student runs with train=False while it
+  trains (and keeps its statistics).
+  """
+
+  model: nn.Module
+  tx: optax.GradientTransformation
+  objective: Objective
+  preprocess: Preprocess
+  num_classes: int
+  teachers: Sequence[nn.Module] = ()
+  schedule: optax.Schedule | None = None
+  steps_per_epoch: int = 1
+  mixup_alpha: float = 0.0
+  precision: Precision = Precision()
+  frozen: Any = None
+  keep_model_state: bool = False
+  student_eval_mode: bool = False
+
+
+def _cast(tree: Any, dtype: jnp.dtype) -> Any:
+  """The floating arrays of `tree` in `dtype` (float32: unchanged, no copy traced)."""
+  return tree if dtype == jnp.float32 else cast_floating(tree, dtype)
+
+
+def teacher_outputs(spec: StepSpec, teacher_variables: Sequence[dict], batch: Batch,
+                    inputs: jax.Array) -> tuple[jax.Array | None, dict]:
+  """(teacher logits [K, B, C] or None, {path: [K, B, ...]}) under stop_gradient: read from
+  the batch's cached soft labels, or computed by the online teachers when a term needs them."""
+  if "teacher_logits" in batch:
+    return jnp.swapaxes(batch["teacher_logits"].astype(jnp.float32), 0, 1), {}
+  if not spec.objective.needs_teacher:
+    return None, {}
+  dtype, paths = spec.precision.teacher, spec.objective.teacher_paths
+  outputs = [to_float32(apply_with_features(teacher, _cast(variables, dtype), inputs.astype(dtype),
+                                            paths))
+             for teacher, variables in zip(spec.teachers, teacher_variables)]
+  logits = jnp.stack([logits for logits, _, _ in outputs])
+  features = {path: jnp.stack([features[path] for _, features, _ in outputs]) for path in paths}
+  return jax.lax.stop_gradient(logits), jax.lax.stop_gradient(features)
+
+
+def train_step(spec: StepSpec, state: TrainState, teacher_variables: Sequence[dict],
+               batch: Batch) -> tuple[TrainState, dict]:
+  """One update of the student and the objective's learnable parts (not jitted)."""
+  augment_key, dropout_key, mixup_key, objective_key = jax.random.split(
+      jax.random.fold_in(state.rng, state.step), 4)
+  inputs = model_input(batch, spec.preprocess, augment_key)
+  targets = jax.nn.one_hot(batch["label"], spec.num_classes)
+  if spec.mixup_alpha > 0:
+    inputs, targets = mixup(mixup_key, inputs, targets, spec.mixup_alpha)
+  teacher_logits, teacher_features = teacher_outputs(spec, teacher_variables, batch, inputs)
+  student_dtype, eval_mode = spec.precision.student, spec.student_eval_mode
+
+  def loss_fn(trainable):
+    variables = {"params": _cast(trainable["params"], student_dtype), **state.model_state}
+    logits, features, new_model_state = to_float32(apply_with_features(
+        spec.model, variables, inputs.astype(student_dtype), spec.objective.student_paths,
+        train=not eval_mode, rngs={"dropout": dropout_key},
+        mutable=[] if eval_mode else list(state.model_state)))
+    term_inputs = TermInputs(logits, teacher_logits, batch["label"], targets, state.step,
+                             spec.steps_per_epoch, features, teacher_features, batch["index"],
+                             objective_key, batch.get("mask"))
+    loss, term_metrics, aux_state = spec.objective(term_inputs, trainable["aux"], state.aux_state)
+    return loss, (logits, new_model_state, term_metrics, aux_state)
+
+  trainable = state.trainable()
+  (loss, (logits, model_state, term_metrics, aux_state)), grads = jax.value_and_grad(
+      loss_fn, has_aux=True)(trainable)
+  updates, opt_state = spec.tx.update(grads, state.opt_state, trainable)
+  trainable = optax.apply_updates(trainable, updates)
+  keep = spec.keep_model_state or eval_mode
+  new_state = state.replace(step=state.step + 1, params=trainable["params"],
+                            aux_params=trainable["aux"], aux_state=aux_state,
+                            model_state=state.model_state if keep else dict(model_state),
+                            opt_state=opt_state)
+  measured = grads if spec.frozen is None else jax.tree.map(
+      lambda g, is_frozen: jnp.zeros_like(g) if is_frozen else g, grads, spec.frozen)
+  correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+  mask = batch.get("mask", jnp.ones_like(correct))
+  metrics = {"loss": loss, "accuracy": jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0),
+             "grad_norm": optax.tree.norm(measured), **term_metrics}
+  if spec.schedule is not None:
+    metrics["learning_rate"] = spec.schedule(state.step)
+  return new_state, metrics
+
+
+def make_train_step(spec: StepSpec, mesh: Mesh, teacher_shardings: Any = None) -> Callable:
+  """train_step(spec, ...) jitted over `mesh`: the state replicated and donated, the batch
+  split on 'data'; teacher_shardings (a pytree matching teacher_variables, e.g.
+  sharding.split_largest_axis) lays the teachers out over the mesh, None replicates them."""
+  teacher_shardings = replicated(mesh) if teacher_shardings is None else teacher_shardings
+  step = lambda state, teacher_variables, batch: train_step(spec, state, teacher_variables, batch)
+  return jax.jit(step, in_shardings=(replicated(mesh), teacher_shardings, batch_sharding(mesh)),
+                 out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
