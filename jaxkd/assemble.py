@@ -10,19 +10,29 @@ import jax.numpy as jnp
 import ml_collections
 from jax.sharding import Mesh
 
+from jaxkd.bias_correction import check_source
 from jaxkd.data import (ArrayDataset, Preprocess, load_split, preprocessing, split_validation,
                         training_splits)
+from jaxkd.data.catalog import load_source_split
+from jaxkd.data.arrays import input_dtype
 from jaxkd.distill import Objective, build_objective
 from jaxkd.errors import JaxkdError
 from jaxkd.evaluation import make_eval_step
 from jaxkd.features import feature_shapes
 from jaxkd.models import create_model
-from jaxkd.optim import freeze_labels, make_optimizer, make_schedule
-from jaxkd.sharding import check_batch_size, make_mesh
+from jaxkd.optim import freeze_labels, make_optimizer, make_schedule, with_freeze
+from jaxkd.sharding import check_batch_size, make_mesh, place, replicated
 from jaxkd.stages import take_over
 from jaxkd.state import TrainState, init_train_state, stream
 from jaxkd.step import Precision, StepSpec
 from jaxkd.teachers import prepare_teachers
+from jaxkd.transfer import build_transfer_set, check_objective
+from jaxkd.warm_start import warm_start
+
+
+def say(message: str) -> None:
+  if jax.process_index() == 0:
+    print(message, flush=True)
 
 
 @dataclasses.dataclass
@@ -48,9 +58,26 @@ class Run:
     return self.batches.steps_per_epoch
 
 
+@dataclasses.dataclass(frozen=True)
+class Parts:
+  """What a Python caller gives as objects instead of names in the config (jaxkd.api):
+  the student module, teachers as (module, variables) pairs run online, an optax
+  optimizer (train.freeze still applies to it)."""
+
+  model: Any = None
+  teachers: tuple = ()
+  tx: Any = None
+
+  @property
+  def given(self) -> tuple[str, ...]:
+    return (("model",) if self.model is not None else ()) + (
+        ("optimizer",) if self.tx is not None else ())
+
+
 def load_data(config: ml_collections.ConfigDict, datasets: tuple | None):
-  """(train, validation or None, test): config.dataset's splits, or the user's (train, test)
-  arrays with a validation split held out as from a named dataset."""
+  """(transfer set, validation or None, test): config.dataset's splits, or the user's
+  (train, test) arrays, with a validation split held out as from a named dataset and the
+  rest shaped by config.transfer (jaxkd.transfer)."""
   if datasets is None:
     (train_data, validation_data), test_data = (training_splits(config.dataset),
                                                 load_split(config.dataset, "test"))
@@ -59,11 +86,25 @@ def load_data(config: ml_collections.ConfigDict, datasets: tuple | None):
     if config.dataset.get("validation_size", 0):
       train_data, validation_data = split_validation(train_data, config.dataset.validation_size,
                                                      config.dataset.get("validation_seed", 0))
+  train_data = build_transfer_set(train_data, config.get("transfer"), load_extra)
   if train_data.num_classes != test_data.num_classes:
     raise JaxkdError(f"train and test splits have {train_data.num_classes} and "
                      f"{test_data.num_classes} classes; they must agree. For an .npz file (whose "
                      "classes are counted from each split's labels), set dataset.num_classes.")
   return train_data, validation_data, test_data
+
+
+def transfer_set_of(config: ml_collections.ConfigDict):
+  """The transfer set a config trains on: config.dataset's training split (less the
+  validation examples) shaped by config.transfer."""
+  train, _ = training_splits(config.dataset)
+  return build_transfer_set(train, config.get("transfer"), load_extra)
+
+
+def load_extra(dataset: ml_collections.ConfigDict):
+  """Split transfer.extra.split of transfer.extra's dataset (its labels are not used)."""
+  dataset = ml_collections.ConfigDict(dict(dataset))
+  return load_source_split(dataset, dataset.get("split") or "train")
 
 
 def connect_features(objective: Objective, model, teachers, teacher_variables,
@@ -72,21 +113,34 @@ def connect_features(objective: Objective, model, teachers, teacher_variables,
   from the run's stream 'connectors'."""
   if not objective.student_paths:
     return objective, {}, {}
-  inputs = jnp.zeros((1, *input_shape), jnp.float32)
+  dtype = input_dtype(getattr(train_data, "kind", "image"))
+  inputs = jnp.zeros((1, *input_shape), dtype)
   variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), inputs))
-  student_shapes = feature_shapes(model, variables, input_shape, objective.student_paths)
+  student_shapes = feature_shapes(model, variables, input_shape, objective.student_paths, dtype)
   teacher_shapes = feature_shapes(teachers[0], teacher_variables[0], input_shape,
-                                  objective.teacher_paths)
+                                  objective.teacher_paths, dtype)
   objective = objective.with_shapes(student_shapes, teacher_shapes, len(train_data),
                                     getattr(train_data, "labels", None))
   key = stream(jax.random.PRNGKey(seed), "connectors")
   return objective, *objective.init_aux(key, student_shapes, teacher_shapes)
 
 
+def _check_classes(model, state: TrainState, data) -> None:
+  """The model's logits have one entry per class of the data (a user's own module may not)."""
+  inputs = jnp.zeros((1, *data.image_shape), input_dtype(getattr(data, "kind", "image")))
+  logits = jax.eval_shape(lambda v: model.apply(v, inputs, train=False), state.variables())
+  if getattr(logits, "shape", (None,))[-1] != data.num_classes:
+    raise JaxkdError(f"the model's output has shape {getattr(logits, 'shape', None)} for one "
+                     f"example, but the data has {data.num_classes} classes: give the model "
+                     f"{data.num_classes} outputs (logits).")
+
+
 def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
              datasets: tuple[ArrayDataset, ArrayDataset] | None = None, mesh: Mesh | None = None,
-             carry: dict | None = None) -> Run:
-  """The run of `config` (validated by the caller), starting from a previous stage's `carry`."""
+             carry: dict | None = None, parts: Parts | None = None) -> Run:
+  """The run of `config` (validated by the caller), starting from a previous stage's `carry`;
+  `parts` replaces the config's model, teachers or optimizer with objects."""
+  parts = parts or Parts()
   pathlib.Path(workdir).mkdir(parents=True, exist_ok=True)
   mesh = mesh or make_mesh()
   train_data, validation_data, test_data = load_data(config, datasets)
@@ -98,25 +152,38 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   total_steps = config.train.num_steps or int(round(config.train.epochs * steps_per_epoch))
   preprocess_fields = preprocessing(config.dataset, train_data.image_shape[-1])
   objective = build_objective(config.distill, steps_per_epoch, total_steps)
+  check_objective(objective, train_data, config)
+  check_source(config, objective)
   precision = Precision.from_config(config.get("precision"))
-  teachers, teacher_variables, cached_logits = prepare_teachers(
-      config.distill, objective, train_data, preprocess_fields, mesh, precision.teacher)
+  if parts.teachers:
+    teachers = tuple(module for module, _ in parts.teachers)
+    teacher_variables = [place(variables, replicated(mesh)) for _, variables in parts.teachers]
+    cached_logits = None
+  else:
+    teachers, teacher_variables, cached_logits = prepare_teachers(
+        config.distill, objective, train_data, preprocess_fields, mesh, precision.teacher)
   if cached_logits is not None:
     batches.add_extra("teacher_logits", cached_logits)
-  model = create_model(config.model, train_data.num_classes)
+  model = parts.model or create_model(config.model, train_data.num_classes)
   objective, aux_params, aux_state = connect_features(
       objective, model, teachers, teacher_variables, train_data.image_shape, config.seed,
       train_data)
-  schedule = make_schedule(config.schedule, config.optimizer.learning_rate, steps_per_epoch,
-                           total_steps)
-  tx = make_optimizer(config.optimizer, schedule, freeze=config.train.freeze,
-                      steps_per_epoch=steps_per_epoch)
+  if parts.tx is not None:
+    schedule, tx = None, with_freeze(parts.tx, tuple(config.train.freeze))
+  else:
+    schedule = make_schedule(config.schedule, config.optimizer.learning_rate, steps_per_epoch,
+                             total_steps)
+    tx = make_optimizer(config.optimizer, schedule, freeze=config.train.freeze,
+                        steps_per_epoch=steps_per_epoch)
   state = init_train_state(model, tx, train_data.image_shape, config.seed, mesh, aux_params,
-                           aux_state)
+                           aux_state, input_dtype(getattr(train_data, "kind", "image")))
+  _check_classes(model, state, train_data)
   frozen = None
   if config.train.freeze:  # Frozen leaves, as the optimizer labels them.
     frozen = jax.tree.map(lambda label: label == "frozen",
                           freeze_labels(tuple(config.train.freeze))(state.trainable()))
+  if config.model.get("init_from"):
+    state, _ = warm_start(state, config.model.init_from, mesh, say=say)
   if carry is not None:
     state = take_over(state, carry)
   preprocess = Preprocess(**preprocess_fields)

@@ -5,9 +5,11 @@ import ml_collections
 from ml_collections import config_dict
 
 from jaxkd.errors import JaxkdError
+from jaxkd.transfer import transfer_defaults
 
 REQUIRED = ("dataset.name", "model.name", "optimizer.learning_rate", "train.batch_size")
 PRECISIONS = ("float32", "bfloat16")  # config.precision.student / .teacher
+BIAS_SOURCES = ("none", "validation", "transfer")
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -19,6 +21,7 @@ def base_config() -> ml_collections.ConfigDict:
       source="auto",  # auto | tfds | offline (see jaxkd.data.catalog.choose_source)
       data_dir=config_dict.placeholder(str),  # tfds data dir
       path=config_dict.placeholder(str),  # for name='npz'
+      input_kind="image",  # for name='npz': image | features (tables, sequences) | tokens
       num_classes=config_dict.placeholder(int),  # for name='npz'; else from the dataset
       mean=config_dict.placeholder(tuple),  # per channel on [0, 1]; None: dataset default
       std=config_dict.placeholder(tuple),
@@ -45,13 +48,27 @@ def base_config() -> ml_collections.ConfigDict:
       shard_teacher=False,
   ))
 
+  # What the student distils on, when it is not simply the training split: class filters,
+  # a labeled subset with the rest unlabeled, extra unlabeled data (jaxkd.transfer).
+  config.transfer = transfer_defaults()
+
+  # A per-class logit bias b added to the student's logits at evaluation and export,
+  # fitted after training: source 'validation' minimises the cross-entropy of
+  # softmax(logits + b) on the validation split, 'transfer' the KL from the teachers on
+  # the transfer set; 'none' fits nothing. Never the test set.
+  config.bias_correction = ml_collections.ConfigDict(dict(source="none", steps=200))
+
   # Compute precision of the forward and backward passes: float32 | bfloat16. Parameters,
   # optimizer state and batch statistics stay float32; logits and features come back as
   # float32 for the loss. An online teacher in bfloat16 is also kept in bfloat16.
   config.precision = ml_collections.ConfigDict(dict(student="float32", teacher="float32"))
 
-  # Model options beyond `name` are the model's constructor arguments.
-  config.model = ml_collections.ConfigDict(dict(name=config_dict.placeholder(str)))
+  # Model options beyond `name` and `init_from` are the model's constructor arguments.
+  # init_from: a run's workdir or an export whose parameters (and batch statistics) the
+  # model starts from; arrays whose shape differs (another class count's head) start
+  # fresh, and the run says which. train.freeze can then hold the rest.
+  config.model = ml_collections.ConfigDict(dict(name=config_dict.placeholder(str),
+                                                init_from=""))
 
   config.optimizer = ml_collections.ConfigDict(dict(
       name="sgd", learning_rate=config_dict.placeholder(float), momentum=0.9, nesterov=False,
@@ -103,13 +120,17 @@ def base_config() -> ml_collections.ConfigDict:
   return config
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-  """Raises JaxkdError for a missing field or an unknown name, before any work."""
+def validate(config: ml_collections.ConfigDict, given: tuple[str, ...] = ()) -> None:
+  """Raises JaxkdError for a missing field or an unknown name, before any work. `given`:
+  sections a Python caller passes as objects ('model', 'optimizer': jaxkd.api), whose
+  names the config need not hold."""
   from jaxkd.data import DATASETS
   from jaxkd.models import MODELS
   from jaxkd.optim import OPTIMIZERS, SCHEDULES
 
   for path in REQUIRED:
+    if path.split(".")[0] in given:
+      continue
     node = config
     for part in path.split("."):
       node = node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
@@ -117,7 +138,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
       raise JaxkdError(f"config field '{path}' is required; set it in the config file or with "
                        f"--config.{path}=VALUE.")
   DATASETS.get(config.dataset.name)
-  MODELS.get(config.model.name)
+  if "model" not in given:
+    MODELS.get(config.model.name)
   OPTIMIZERS.get(config.optimizer.name)
   SCHEDULES.get(config.schedule.name)
   if config.train.batch_size <= 0 or config.train.eval_batch_size <= 0:
@@ -129,6 +151,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
                      "teacher's logits of each unmixed image, not of the mixed one the student "
                      "sees, so the targets would be wrong. Run the teacher online "
                      "(distill.teachers) or set dataset.mixup_alpha=0.")
+  correction = (config.get("bias_correction") or {}).get("source", "none")
+  if correction not in BIAS_SOURCES:
+    raise JaxkdError(f"bias_correction.source='{correction}' is not one of {BIAS_SOURCES}.")
+  if correction == "validation" and not config.dataset.get("validation_size"):
+    raise JaxkdError("bias_correction.source='validation' needs a validation split: set "
+                     "dataset.validation_size > 0 (never fitted on the test set).")
   for role, name in (config.get("precision") or {}).items():
     if role not in ("student", "teacher") or name not in PRECISIONS:
       raise JaxkdError(f"precision.{role}={name!r}: set precision.student and precision.teacher "
@@ -139,7 +167,8 @@ STAGE_FIELDS = ("name", "epochs", "num_steps", "terms", "optimizer", "schedule",
                 "student_eval_mode")
 
 
-def stage_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+def stage_configs(config: ml_collections.ConfigDict, given: tuple[str, ...] = ()
+                  ) -> list[ml_collections.ConfigDict]:
   """The full config of each stage in config.stages (attribute `stage_name` added)."""
   result, names = [], set()
   for i, stage in enumerate(config.get("stages", ()) or ()):
@@ -161,7 +190,7 @@ def stage_configs(config: ml_collections.ConfigDict) -> list[ml_collections.Conf
     derived.train.freeze = tuple(stage.get("freeze", ()))
     derived.train.student_eval_mode = bool(stage.get("student_eval_mode", False))
     derived.stage_name = name
-    validate(derived)
+    validate(derived, given)
     result.append(derived)
   return result
 

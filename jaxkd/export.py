@@ -7,13 +7,15 @@ OUT holds, laid out like a run's workdir (so load_run and distill.teachers accep
   checkpoints/<step>/  orbax checkpoint of {'params': ..., 'model_state': {'batch_stats': ...}};
                        no connectors (aux_params), running state (aux_state) or optimizer state
   config.json          the run's config (config.model rebuilds the network)
-  run_info.json        num_classes, image_shape, preprocessing (mean/std on [0, 1] pixels),
+  run_info.json        num_classes, image_shape (the input shape), input_kind, preprocessing
+                       (mean/std on [0, 1] pixels, images only), logit_bias (the run's fitted
+                       bias correction, added to the logits; none without one),
                        step, the workdir it came from, parameter count and bytes
   inference_uint8.jaxexport, inference_float32.jaxexport
                        the portable artifact: the inference function with its weights, as
                        jax.export serialises it (StableHLO, any batch size), taking uint8
                        pixels [N, H, W, C] or floats on [0, 1]; it normalises and returns
-                       logits [N, classes]. Load with jaxkd.export.load_portable(OUT) (jax
+                       logits [N, classes]. Features: float32 only; tokens: int32 only. Load with jaxkd.export.load_portable(OUT) (jax
                        only: no jaxkd, flax or model code needed) and call it.
   saved_model/         with --saved_model: a TensorFlow SavedModel (jax2tf), the same function
                        for TF serving (signatures serving_default, uint8, and serve_float).
@@ -38,7 +40,19 @@ from absl import flags
 from jaxkd.errors import JaxkdError
 
 CONFIG_FILE, INFO_FILE, SAVED_MODEL_DIR = "config.json", "run_info.json", "saved_model"
+BIAS_FILE = "bias_correction.json"  # A run's fitted logit bias (jaxkd.bias_correction).
+# The input dtypes the portable artifact is written for, per input kind.
+INPUT_DTYPES = {"image": ("uint8", "float32"), "features": ("float32",), "tokens": ("int32",)}
 PORTABLE_FILE = "inference_{dtype}.jaxexport"
+
+
+def _bias_correction(workdir: pathlib.Path) -> dict:
+  """{'logit_bias': [...], 'bias_source': ...} from the run's bias correction, if it has one."""
+  path = workdir / BIAS_FILE
+  if not path.exists():
+    return {}
+  fitted = json.loads(path.read_text())
+  return {"logit_bias": fitted["bias"], "bias_source": fitted["source"]}
 
 
 def _student_tree(variables: dict) -> dict:
@@ -96,6 +110,7 @@ def export(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
   (out / CONFIG_FILE).write_text((workdir / CONFIG_FILE).read_text())
   info = {"exported_from": str(workdir.absolute()), "step": run.step,
           "num_classes": run.num_classes, "image_shape": list(run.image_shape),
+          "input_kind": run.input_kind, **_bias_correction(workdir),
           "preprocessing": {"mean": list(preprocess.mean), "std": list(preprocess.std),
                             "input": "uint8 pixels, or floats on [0, 1]; [N, H, W, C]"},
           "model": run.config.model.to_dict(), "collections": sorted(variables),
@@ -106,7 +121,7 @@ def export(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
   write_portable(run.model, variables, info, out, platforms)
   if saved_model:
     write_saved_model(run.model, variables, info, out / SAVED_MODEL_DIR, platforms)
-  images = np.zeros((latency_batch_size, *run.image_shape), np.uint8)
+  images = np.zeros((latency_batch_size, *run.image_shape), INPUT_DTYPES[run.input_kind][0])
   info["latency_batch_size"] = latency_batch_size
   info["latency_ms"] = measure_latency_ms(run, types.SimpleNamespace(images=images),
                                           latency_batch_size, latency_repeats)
@@ -136,7 +151,8 @@ def load_exported(directory: str | pathlib.Path) -> tuple[Any, dict, dict]:
   model = create_model(config.model, info["num_classes"])
   shapes = jax.eval_shape(lambda: model.init(
       {"params": jax.random.PRNGKey(0), "dropout": jax.random.PRNGKey(0)},
-      jnp.zeros((1, *info["image_shape"]), jnp.float32), train=False))
+      jnp.zeros((1, *info["image_shape"]), INPUT_DTYPES[info.get("input_kind", "image")][-1]),
+      train=False))
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
   like = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device),
                       _student_tree(dict(shapes)))
@@ -159,27 +175,35 @@ def make_inference_fn(model: Any, variables: dict, info: dict) -> Callable:
 
 
 def _apply_fn(model: Any, info: dict) -> Callable:
+  import jax.numpy as jnp
+
   from jaxkd.data import Preprocess
+  from jaxkd.data.augment import model_input
 
   preprocess = Preprocess(tuple(info["preprocessing"]["mean"]),
                           tuple(info["preprocessing"]["std"]))
-  return lambda variables, images: model.apply(variables, preprocess(images), train=False)
+  kind, bias = info.get("input_kind", "image"), info.get("logit_bias")
+
+  def apply(variables, inputs):
+    logits = model.apply(variables, model_input({kind: inputs}, preprocess), train=False)
+    return logits if bias is None else logits + jnp.asarray(bias, logits.dtype)
+
+  return apply
 
 
 def write_portable(model: Any, variables: dict, info: dict, out: pathlib.Path,
                    platforms: Sequence[str] | None = None) -> None:
-  """The inference function with its weights, serialised with jax.export for uint8 and float32
-  inputs, the batch size symbolic; lowered for `platforms` (default: this machine's)."""
+  """The inference function with its weights, serialised with jax.export for each input dtype
+  of its kind, the batch size symbolic; lowered for `platforms` (default: this machine's)."""
   import jax
-  import jax.numpy as jnp
 
   apply = _apply_fn(model, info)
   batch, = jax.export.symbolic_shape("batch")
-  for dtype in (jnp.uint8, jnp.float32):
+  for dtype in INPUT_DTYPES[info.get("input_kind", "image")]:
     exported = jax.export.export(jax.jit(lambda images: apply(variables, images)),
                                  platforms=tuple(platforms) if platforms else None)(
         jax.ShapeDtypeStruct((batch, *info["image_shape"]), dtype))
-    (out / PORTABLE_FILE.format(dtype=jnp.dtype(dtype).name)).write_bytes(exported.serialize())
+    (out / PORTABLE_FILE.format(dtype=dtype)).write_bytes(exported.serialize())
 
 
 def load_portable(directory: str | pathlib.Path, dtype: str = "uint8") -> Callable:
@@ -198,6 +222,9 @@ def write_saved_model(model: Any, variables: dict, info: dict, path: pathlib.Pat
                       platforms: Sequence[str] | None = None) -> None:
   """A TF SavedModel of the inference function (jax2tf): parameters as tf.Variables,
   batch size free; signatures serving_default (uint8) and serve_float (float32 on [0, 1])."""
+  if info.get("input_kind", "image") != "image":
+    raise JaxkdError("--saved_model writes image signatures (uint8, float on [0, 1]); this "
+                     f"model takes {info['input_kind']}: use the portable artifact instead.")
   try:
     import tensorflow as tf
     from jax.experimental import jax2tf

@@ -71,9 +71,9 @@ def _near(model, variables, images, missing) -> str:
 
 
 def feature_shapes(model: nn.Module, variables: dict, image_shape: tuple,
-                   paths: Sequence[str]) -> dict[str, tuple]:
+                   paths: Sequence[str], input_dtype=jnp.float32) -> dict[str, tuple]:
   """The shape of one example's feature at each of `paths` (no batch axis), one trace."""
-  shapes = list_features(model, variables, jnp.zeros((1, *image_shape), jnp.float32))
+  shapes = list_features(model, variables, jnp.zeros((1, *image_shape), input_dtype))
   for path in paths:
     if path not in shapes:
       close = difflib.get_close_matches(path, shapes, n=3)

@@ -19,7 +19,7 @@ import optax
 import tqdm
 from jax.sharding import Mesh
 
-from jaxkd.assemble import Run
+from jaxkd.assemble import Run, say
 from jaxkd.checkpoint import Checkpointer
 from jaxkd.data import prefetch
 from jaxkd.errors import JaxkdError
@@ -28,11 +28,6 @@ from jaxkd.interrupt import stop_on_signals
 from jaxkd.metric_writer import MetricWriter, read_metrics
 from jaxkd.sharding import shard_batch
 from jaxkd.step import make_train_step
-
-
-def say(message: str) -> None:
-  if jax.process_index() == 0:
-    print(message, flush=True)
 
 
 def write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, mesh: Mesh,
@@ -49,7 +44,8 @@ def write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, me
                        "orbax-checkpoint": getattr(ocp, "__version__", "unknown"),
                        "numpy": np.__version__},
           "devices": [str(d) for d in mesh.devices.flat], "process_count": jax.process_count(),
-          "num_classes": data.num_classes, "image_shape": list(data.image_shape)}
+          "num_classes": data.num_classes, "image_shape": list(data.image_shape),
+          "input_kind": getattr(data, "kind", "image")}
   (workdir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 

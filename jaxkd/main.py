@@ -5,7 +5,6 @@ Running again with the same workdir resumes from its latest checkpoint.
 """
 
 import functools
-import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags

@@ -147,6 +147,15 @@ def freeze_labels(prefixes: tuple[str, ...]):
   return labels
 
 
+def with_freeze(tx: optax.GradientTransformation, freeze: tuple[str, ...]
+                ) -> optax.GradientTransformation:
+  """`tx` for the trainable parts, no update for those under a `freeze` prefix."""
+  if not freeze:
+    return tx
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
+                               freeze_labels(tuple(freeze)))
+
+
 def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
                    freeze: tuple[str, ...] = (), steps_per_epoch: int = 1
                    ) -> optax.GradientTransformation:
@@ -154,9 +163,7 @@ def make_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
   Chain: clip by global norm (grad_clip_norm), weight decay, the optimizer (momentum
   schedule for sgd), max-norm projection (max_norm)."""
   if freeze:
-    tx = make_optimizer(config, schedule, steps_per_epoch=steps_per_epoch)
-    return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()},
-                                 freeze_labels(tuple(freeze)))
+    return with_freeze(make_optimizer(config, schedule, steps_per_epoch=steps_per_epoch), freeze)
   make = OPTIMIZERS.get(config.name)
   if config.get("learning_rate", None) is None or config.learning_rate <= 0:
     raise JaxkdError(f"optimizer.learning_rate must be > 0, got {config.get('learning_rate')}.")

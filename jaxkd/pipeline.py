@@ -16,6 +16,7 @@ import ml_collections
 import numpy as np
 
 from jaxkd import config_base
+from jaxkd.assemble import transfer_set_of
 from jaxkd.data import load_split
 from jaxkd.distill import build_objective
 from jaxkd.errors import JaxkdError
@@ -57,14 +58,16 @@ def distilled_config(config: ml_collections.ConfigDict, teacher_dir: pathlib.Pat
 
 
 def _cache_is_current(cache: pathlib.Path, teacher_dir: pathlib.Path, teacher_step: int,
-                      dtype: str, top_k: int) -> bool:
-  """Whether `cache` was written by this teacher checkpoint with these settings."""
+                      dtype: str, top_k: int, fingerprint: str) -> bool:
+  """Whether `cache` was written by this teacher checkpoint with these settings, for the
+  data of this `fingerprint` (the student's transfer set)."""
   if not cache.exists():
     return False
   with np.load(cache) as data:
     meta = json.loads(str(data["meta"]))
-  return ((meta["teacher_workdir"], meta["teacher_step"], meta["dtype"], meta["top_k"]) ==
-          (str(teacher_dir.absolute()), teacher_step, dtype, top_k))
+  return ((meta["teacher_workdir"], meta["teacher_step"], meta["dtype"], meta["top_k"],
+           meta["fingerprint"]) ==
+          (str(teacher_dir.absolute()), teacher_step, dtype, top_k, fingerprint))
 
 
 def validate(config: ml_collections.ConfigDict, workdir: pathlib.Path = pathlib.Path(".")) -> None:
@@ -93,11 +96,13 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   teacher = load_run(teacher_dir, mesh)
   if config.distill.mode == "cached":
     say(f"== 2/4 soft labels in {cache}")
+    transfer = transfer_set_of(student)
     if _cache_is_current(cache, teacher_dir, teacher.step, config.distill.soft_label_dtype,
-                         config.distill.top_k):
+                         config.distill.top_k, transfer.fingerprint()):
       say("   already written for this teacher checkpoint")
     else:
-      write_soft_labels(teacher_dir, cache, config.distill.soft_label_dtype, config.distill.top_k)
+      write_soft_labels(teacher_dir, cache, config.distill.soft_label_dtype, config.distill.top_k,
+                        data=transfer)
   else:
     say("== 2/4 soft labels: online (the teacher runs inside the student's train step)")
   seeds = student_seeds(config)

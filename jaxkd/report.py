@@ -26,7 +26,7 @@ ROLES = ("teacher", "baseline", "distilled")
 def measure_latency_ms(run: Run, data: ArrayDataset, batch_size: int, repeats: int) -> float:
   """Median wall time of one inference batch on one device (compiled, inputs on device)."""
   mesh = make_mesh(jax.devices()[:1])
-  predict = make_predict(run.model, run.preprocess(), mesh)
+  predict = make_predict(run.model, run.preprocess(), mesh, run.input_kind)
   variables = jax.device_put(run.variables, jax.devices()[0])
   images = jax.device_put(data.images[:batch_size], jax.devices()[0])
   for _ in range(3):  # Compile and warm up.

@@ -13,6 +13,7 @@ from jax.sharding import Mesh
 
 from jaxkd.checkpoint import Checkpointer
 from jaxkd.data import ArrayDataset, Preprocess, preprocessing
+from jaxkd.data.augment import model_input
 from jaxkd.errors import JaxkdError
 from jaxkd.models import create_model
 from jaxkd.sharding import batch_sharding, replicated, shard_batch, split_largest_axis
@@ -31,8 +32,9 @@ class Run:
   model: nn.Module
   variables: dict  # {'params': ..., other collections} (no optimizer state), laid out on the mesh
   num_classes: int
-  image_shape: tuple[int, ...]
+  image_shape: tuple[int, ...]  # the input shape of one example
   step: int
+  input_kind: str = "image"  # image | features | tokens (jaxkd.data.arrays.KINDS)
 
   @property
   def num_params(self) -> int:
@@ -93,14 +95,28 @@ def load_run(workdir: str | pathlib.Path, mesh: Mesh, layout: Layout = None) -> 
     checkpointer.close()
   variables = {"params": saved["params"], **saved["model_state"]}
   model = create_model(config.model, info["num_classes"])
-  return Run(workdir, config, model, variables, info["num_classes"], tuple(info["image_shape"]), step)
+  return Run(workdir, config, model, variables, info["num_classes"], tuple(info["image_shape"]), step,
+             info.get("input_kind", "image"))
 
 
-def make_predict(model: nn.Module, preprocess: Preprocess, mesh: Mesh):
-  """Returns predict(variables, images) -> logits, jitted over the mesh, inference mode."""
-  return jax.jit(lambda variables, images: model.apply(variables, preprocess(images), train=False),
-                 in_shardings=(replicated(mesh), batch_sharding(mesh)),
+def make_predict(model: nn.Module, preprocess: Preprocess, mesh: Mesh, kind: str = "image"):
+  """Returns predict(variables, inputs) -> logits, jitted over the mesh, inference mode;
+  inputs of `kind` are preprocessed as training preprocesses them (images only)."""
+  apply = lambda variables, inputs: model.apply(
+      variables, model_input({kind: inputs}, preprocess), train=False)
+  return jax.jit(apply, in_shardings=(replicated(mesh), batch_sharding(mesh)),
                  out_shardings=batch_sharding(mesh))
+
+
+def logits_of(model: nn.Module, variables: dict, preprocess: Preprocess, data: ArrayDataset,
+              batch_size: int, mesh: Mesh) -> np.ndarray:
+  """The model's logits [N, C] for every example of `data`, in order (float32, on the host)."""
+  predict = make_predict(model, preprocess, mesh, data.kind)
+  outputs = []
+  for batch in data.eval_batches(batch_size):  # Whole batches on this host.
+    logits = predict(variables, shard_batch({"inputs": batch[data.kind]}, mesh)["inputs"])
+    outputs.append(np.asarray(jax.device_get(logits))[batch["mask"] > 0])
+  return np.concatenate(outputs).astype(np.float32)
 
 
 def predict_logits(run: Run, data: ArrayDataset, batch_size: int, mesh: Mesh) -> np.ndarray:
@@ -108,9 +124,4 @@ def predict_logits(run: Run, data: ArrayDataset, batch_size: int, mesh: Mesh) ->
   if data.num_classes != run.num_classes:
     raise JaxkdError(f"the model in {run.workdir} predicts {run.num_classes} classes, but "
                      f"{data.name} has {data.num_classes}; teacher and student need the same classes.")
-  predict = make_predict(run.model, run.preprocess(), mesh)
-  outputs = []
-  for batch in data.eval_batches(batch_size):  # Whole batches on this host.
-    logits = predict(run.variables, shard_batch({"image": batch["image"]}, mesh)["image"])
-    outputs.append(np.asarray(jax.device_get(logits))[batch["mask"] > 0])
-  return np.concatenate(outputs).astype(np.float32)
+  return logits_of(run.model, run.variables, run.preprocess(), data, batch_size, mesh)

@@ -1,7 +1,7 @@
 """Cached soft labels: a teacher's logits for every training example, keyed by index.
 
   python -m jaxkd.soft_labels --teacher=runs/teacher --out=runs/teacher/soft_labels.npz \
-      [--dtype=float16] [--top_k=0]
+      [--dtype=float16] [--top_k=0] [--config=<a student's config: its transfer set>]
 
 A student run with distill.soft_labels=(path,) reads them with its batches and
 never runs the teacher. The logits are of the un-augmented training images, so
@@ -27,8 +27,10 @@ MISSING_LOGIT = -1e9
 
 
 def write_soft_labels(teacher_workdir: str | pathlib.Path, out: str | pathlib.Path,
-                      dtype: str = "float16", top_k: int = 0, batch_size: int = 1000) -> pathlib.Path:
-  """Runs the teacher over its training split (no augmentation) and saves the logits."""
+                      dtype: str = "float16", top_k: int = 0, batch_size: int = 1000,
+                      data: ArrayDataset | None = None) -> pathlib.Path:
+  """Runs the teacher over `data` (default: its own training split; a student's transfer
+  set: jaxkd.assemble.transfer_set_of), without augmentation, and saves the logits."""
   from jaxkd.data import load_split, preprocessing
   from jaxkd.runs import load_run, predict_logits
   from jaxkd.sharding import check_batch_size, make_mesh
@@ -38,7 +40,7 @@ def write_soft_labels(teacher_workdir: str | pathlib.Path, out: str | pathlib.Pa
   mesh = make_mesh()
   check_batch_size(batch_size, mesh, "batch_size")
   run = load_run(teacher_workdir, mesh)
-  data = load_split(run.config.dataset, "train")
+  data = load_split(run.config.dataset, "train") if data is None else data
   logits = predict_logits(run, data, batch_size, mesh)
   fields = preprocessing(run.config.dataset, data.image_shape[-1])
   meta = {"dataset": data.name, "split": data.split, "count": len(data),
@@ -100,7 +102,11 @@ def main(argv):
   del argv
   FLAGS = flags.FLAGS
   try:
-    path = write_soft_labels(FLAGS.teacher, FLAGS.out, FLAGS.dtype, FLAGS.top_k)
+    data = None
+    if FLAGS.config is not None:  # The student's transfer set, not the teacher's data.
+      from jaxkd.assemble import transfer_set_of
+      data = transfer_set_of(FLAGS.config)
+    path = write_soft_labels(FLAGS.teacher, FLAGS.out, FLAGS.dtype, FLAGS.top_k, data=data)
   except JaxkdError as e:
     raise SystemExit(f"jaxkd: error: {e}")
   print(f"wrote soft labels of {FLAGS.teacher} to {path}")
@@ -112,5 +118,8 @@ if __name__ == "__main__":
   flags.DEFINE_string("out", None, "Output .npz path.")
   flags.DEFINE_enum("dtype", "float16", ["float16", "float32"], "Storage dtype of the logits.")
   flags.DEFINE_integer("top_k", 0, "Keep only the k largest logits per example (0: all).")
+  from ml_collections import config_flags
+  config_flags.DEFINE_config_file("config", None, "A student's config: the cache covers its "
+                                  "transfer set (config.transfer) instead of the teacher's data.")
   flags.mark_flags_as_required(["teacher", "out"])
   app.run(main)

@@ -47,7 +47,8 @@ class TrainState:
 
 def init_train_state(model: nn.Module, tx: optax.GradientTransformation,
                      input_shape: tuple[int, ...], seed: int, mesh: Mesh,
-                     aux_params: dict | None = None, aux_state: dict | None = None) -> TrainState:
+                     aux_params: dict | None = None, aux_state: dict | None = None,
+                     input_dtype=jnp.float32) -> TrainState:
   """The student initialised from the root key PRNGKey(seed) (init, dropout at init, and the
   per-step key are its three splits), the connectors' params and state given (see
   jaxkd.assemble), the optimizer state of both; replicated over `mesh`."""
@@ -55,7 +56,7 @@ def init_train_state(model: nn.Module, tx: optax.GradientTransformation,
   def init(aux_params, aux_state):
     init_key, dropout_key, state_key = jax.random.split(jax.random.PRNGKey(seed), 3)
     variables = dict(model.init({"params": init_key, "dropout": dropout_key},
-                                jnp.zeros((1, *input_shape), jnp.float32), train=False))
+                                jnp.zeros((1, *input_shape), input_dtype), train=False))
     params = variables.pop("params")
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, model_state=variables,
                       opt_state=tx.init({"params": params, "aux": aux_params}), rng=state_key,

@@ -131,7 +131,8 @@ def train_step(spec: StepSpec, state: TrainState, teacher_variables: Sequence[di
   measured = grads if spec.frozen is None else jax.tree.map(
       lambda g, is_frozen: jnp.zeros_like(g) if is_frozen else g, grads, spec.frozen)
   correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
-  mask = batch.get("mask", jnp.ones_like(correct))
+  # Accuracy on the labeled examples that count (a transfer set's unlabeled ones have none).
+  mask = batch.get("mask", jnp.ones_like(correct)) * (batch["label"] >= 0)
   metrics = {"loss": loss, "accuracy": jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0),
              "grad_norm": optax.tree.norm(measured), **term_metrics}
   if spec.schedule is not None:

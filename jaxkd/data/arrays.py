@@ -9,14 +9,25 @@ from jaxkd.data.batches import TrainBatches, array_eval_batches
 from jaxkd.errors import JaxkdError
 
 
+UNLABELED = -1  # The label of an example whose label is not known (a transfer set's).
+KINDS = ("image", "features", "tokens")  # What the inputs are; the batch key they travel under.
+
+
+def input_dtype(kind: str) -> np.dtype:
+  """The dtype a model of inputs of `kind` is traced with: int32 token ids, else float32."""
+  return np.dtype(np.int32 if kind == "tokens" else np.float32)
+
+
 @dataclasses.dataclass
 class ArrayDataset:
   """One split of a dataset as arrays.
 
-  images: [N, H, W, C] (uint8 pixels, or floats already scaled); labels: [N] ints
-  in [0, num_classes). An example's stable index is its position in the split:
-  loaders keep the source's fixed order, so cached soft labels and memory banks
-  can be keyed by it.
+  images: the inputs, of `kind` 'image' ([N, H, W, C] or [N, H, W]: uint8 pixels, or floats
+  already scaled to [0, 1]), 'features' (float [N, ...] of any rank: tables [N, D],
+  sequences [N, T, F]; used as they are) or 'tokens' (integer ids [N, T]). labels: [N]
+  ints in [0, num_classes), or UNLABELED (-1) for examples whose label is not known. An
+  example's stable index is its position in the split: loaders keep the source's fixed
+  order, so cached soft labels and memory banks can be keyed by it.
   """
 
   images: np.ndarray
@@ -24,23 +35,50 @@ class ArrayDataset:
   num_classes: int
   name: str = "arrays"
   split: str = "train"
+  kind: str = "image"
 
   def __post_init__(self):
     images, labels = np.asarray(self.images), np.asarray(self.labels)
-    if images.ndim == 3:  # [N, H, W] grayscale
-      images = images[..., None]
-    if images.ndim != 4:
-      raise JaxkdError(f"{self.name}/{self.split}: images must be [N, H, W, C] or [N, H, W], "
-                       f"got shape {images.shape}.")
+    where = f"{self.name}/{self.split}"
+    if self.kind not in KINDS:
+      raise JaxkdError(f"{where}: input kind '{self.kind}' is not one of {KINDS}.")
+    if self.kind == "image":
+      if images.ndim == 3:  # [N, H, W] grayscale
+        images = images[..., None]
+      if images.ndim != 4:
+        raise JaxkdError(f"{where}: images must be [N, H, W, C] or [N, H, W], got shape "
+                         f"{images.shape}; for tables or sequences use kind='features' "
+                         "(dataset.input_kind).")
+    elif self.kind == "features":
+      if images.ndim < 2 or not np.issubdtype(images.dtype, np.number):
+        raise JaxkdError(f"{where}: features must be numbers [N, D] or [N, ...], got "
+                         f"{images.dtype} of shape {images.shape}.")
+      images = images.astype(np.float32)
+    elif images.ndim != 2 or not np.issubdtype(images.dtype, np.integer):
+      raise JaxkdError(f"{where}: tokens must be integer ids [N, T], got {images.dtype} of "
+                       f"shape {images.shape}.")
     if labels.ndim != 1 or len(labels) != len(images):
-      raise JaxkdError(f"{self.name}/{self.split}: need one integer label per image, got "
-                       f"{len(images)} images and labels of shape {labels.shape}.")
+      unit = "image" if self.kind == "image" else "example"
+      raise JaxkdError(f"{where}: need one integer label per {unit}, got {len(images)} "
+                       f"{unit}s and labels of shape {labels.shape}.")
     if not np.issubdtype(labels.dtype, np.integer):
-      raise JaxkdError(f"{self.name}/{self.split}: labels must be integers, got {labels.dtype}.")
-    if len(labels) and (labels.min() < 0 or labels.max() >= self.num_classes):
-      raise JaxkdError(f"{self.name}/{self.split}: labels span [{labels.min()}, {labels.max()}] "
-                       f"but num_classes is {self.num_classes}; set dataset.num_classes.")
+      raise JaxkdError(f"{where}: labels must be integers, got {labels.dtype}.")
+    if len(labels) and (labels.min() < UNLABELED or labels.max() >= self.num_classes):
+      raise JaxkdError(f"{where}: labels span [{labels.min()}, {labels.max()}] "
+                       f"but num_classes is {self.num_classes} (and {UNLABELED} marks an "
+                       "unlabeled example); set dataset.num_classes.")
     self.images, self.labels = images, labels.astype(np.int32)
+
+  @property
+  def num_labeled(self) -> int:
+    return int(np.sum(self.labels != UNLABELED))
+
+  def subset(self, index: np.ndarray, split: str, labels: np.ndarray | None = None
+             ) -> "ArrayDataset":
+    """The examples `index` (in that order) as a new split, with other labels if given;
+    their stable indices are their positions in it."""
+    return ArrayDataset(self.images[index], self.labels[index] if labels is None else labels,
+                        self.num_classes, name=self.name, split=split, kind=self.kind)
 
   def __len__(self) -> int:
     return len(self.labels)
@@ -65,8 +103,9 @@ class ArrayDataset:
     return array_eval_batches(self, global_batch_size, process_index, process_count)
 
 
-def load_npz(path: str, split: str, num_classes: int | None) -> ArrayDataset:
-  """Reads x_<split>, y_<split> from a .npz file (the Keras naming)."""
+def load_npz(path: str, split: str, num_classes: int | None, kind: str = "image"
+             ) -> ArrayDataset:
+  """Reads x_<split>, y_<split> from a .npz file (the Keras naming); x of `kind`."""
   try:
     with np.load(path) as data:
       images, labels = data[f"x_{split}"], data[f"y_{split}"]
@@ -77,4 +116,4 @@ def load_npz(path: str, split: str, num_classes: int | None) -> ArrayDataset:
     raise JaxkdError(f"{path} has no array {e}; it needs x_train, y_train, x_test, y_test.") from None
   if num_classes is None:
     num_classes = int(labels.max()) + 1
-  return ArrayDataset(images, labels, num_classes, name="npz", split=split)
+  return ArrayDataset(images, labels, num_classes, name="npz", split=split, kind=kind)

@@ -79,7 +79,7 @@ class TrainBatches(BatchSource):
 
   def batch(self, step: int) -> Batch:
     index = self.indices(step)
-    batch = {"image": self.data.images[index], "label": self.data.labels[index],
+    batch = {self.data.kind: self.data.images[index], "label": self.data.labels[index],
              "index": index.astype(np.int32), "mask": np.ones(len(index), np.float32)}
     batch.update({name: values[index] for name, values in self.extras.items()})
     return batch
@@ -100,7 +100,7 @@ def array_eval_batches(data, global_batch_size: int, process_index: int = 0,
     index = np.arange(start, start + global_batch_size)
     mask = (index < len(data)).astype(np.float32)
     index = np.where(mask > 0, index, 0)[local]
-    yield {"image": data.images[index], "label": data.labels[index],
+    yield {data.kind: data.images[index], "label": data.labels[index],
            "index": index.astype(np.int32), "mask": mask[local]}
 
 

@@ -8,6 +8,7 @@ from typing import Callable
 import ml_collections
 import numpy as np
 
+from jaxkd.data import sklearn_sets
 from jaxkd.data.arrays import ArrayDataset, load_npz
 from jaxkd.data.streaming import StreamDataset
 from jaxkd.errors import JaxkdError
@@ -26,6 +27,8 @@ class DatasetInfo:
   splits: tuple[str, str] = ("train", "test")
   offline: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
   streaming: bool = False  # Too large for memory: read with tf.data (jaxkd.data.streaming).
+  kind: str = "image"  # image | features | tokens (jaxkd.data.arrays.KINDS)
+  offline_only: bool = False  # No tfds copy: always the offline source.
 
 
 def _offline_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +48,14 @@ DATASETS.register("imagenet2012")(DatasetInfo(
     splits=("train", "validation"), streaming=True))
 # A user's own arrays from dataset.path; statistics come from config or default to 0.5.
 DATASETS.register("npz")(DatasetInfo(0, (0.5,), (0.5,)))
+# scikit-learn's bundled sets (jaxkd.data.sklearn_sets): digits as MNIST-like images, with
+# MNIST's statistics so that an MNIST teacher sees its own normalisation; two tables.
+DATASETS.register("sklearn_digits")(DatasetInfo(
+    10, (0.1307,), (0.3081,), offline=sklearn_sets.digits_as_mnist, offline_only=True))
+DATASETS.register("sklearn_breast_cancer")(DatasetInfo(
+    2, (0.0,), (1.0,), offline=sklearn_sets.breast_cancer, kind="features", offline_only=True))
+DATASETS.register("sklearn_wine")(DatasetInfo(
+    3, (0.0,), (1.0,), offline=sklearn_sets.wine, kind="features", offline_only=True))
 
 
 def _tfds_data_dir(config: ml_collections.ConfigDict) -> str:
@@ -82,6 +93,11 @@ def choose_source(name: str, config: ml_collections.ConfigDict) -> str:
   source = config.get("source", "auto")
   if source not in ("auto", "tfds", "offline"):
     raise JaxkdError(f"dataset.source must be 'auto', 'tfds' or 'offline', got '{source}'.")
+  if info.offline_only:
+    if source == "tfds":
+      raise JaxkdError(f"dataset '{name}' comes from scikit-learn, not tfds; set "
+                       "dataset.source='auto' or 'offline'.")
+    return "offline"
   if source == "offline" and info.offline is None:
     raise JaxkdError(f"dataset '{name}' has no offline copy; use dataset.source='tfds'.")
   if source == "auto":
@@ -118,7 +134,7 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> ArrayDataset | 
   is no 'validation' split and 'train' is the whole training split.
   """
   if split == "test":
-    return _load_source_split(config, "test")
+    return load_source_split(config, "test")
   train, validation = training_splits(config)
   if split == "train":
     return train
@@ -133,7 +149,7 @@ def training_splits(config: ml_collections.ConfigDict
   """(train, validation) from one read of the source's training split; validation is
   None without dataset.validation_size."""
   size = config.get("validation_size", 0) or 0
-  train = _load_source_split(config, "train")
+  train = load_source_split(config, "train")
   if not size:
     return train, None
   if isinstance(train, StreamDataset):
@@ -153,20 +169,22 @@ def split_validation(train: ArrayDataset, size: int, seed: int = 0
                      f"split's {len(train) - 1} examples.")
   held_out = np.zeros(len(train), bool)
   held_out[np.random.default_rng(seed).permutation(len(train))[:size]] = True
-  part = lambda mask, split: ArrayDataset(train.images[mask], train.labels[mask],
-                                          train.num_classes, name=train.name, split=split)
-  return part(~held_out, "train"), part(held_out, "validation")
+  return (train.subset(np.flatnonzero(~held_out), "train"),
+          train.subset(np.flatnonzero(held_out), "validation"))
 
 
-def _load_source_split(config: ml_collections.ConfigDict, split: str
-                       ) -> ArrayDataset | StreamDataset:
+def load_source_split(config: ml_collections.ConfigDict, split: str
+                      ) -> ArrayDataset | StreamDataset:
+  """Split `split` of the source as it is ('train', 'test', or any split tfds has, e.g. an
+  'unlabelled' one), with no validation hold-out."""
   name = config.name
   info = DATASETS.get(name)
   if name == "npz":
     if not config.get("path"):
       raise JaxkdError("dataset 'npz' needs dataset.path: a .npz file with x_train, y_train, "
                        "x_test, y_test.")
-    return load_npz(config.path, split, config.get("num_classes"))
+    return load_npz(config.path, split, config.get("num_classes"),
+                    config.get("input_kind") or "image")
   if info.streaming:
     return _stream_split(name, info, _split_name(info, split), config)
   source = choose_source(name, config)
@@ -174,7 +192,7 @@ def _load_source_split(config: ml_collections.ConfigDict, split: str
     images, labels = info.offline(split)
   else:
     images, labels = _load_tfds(name, split, _tfds_data_dir(config), download=True)
-  return ArrayDataset(images, labels, info.num_classes, name=name, split=split)
+  return ArrayDataset(images, labels, info.num_classes, name=name, split=split, kind=info.kind)
 
 
 def preprocessing(config: ml_collections.ConfigDict, image_channels: int) -> dict:

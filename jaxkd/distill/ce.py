@@ -10,6 +10,17 @@ from jaxkd.distill.terms import TermInputs, register_term
 @register_term("ce", uses_teacher=False)
 def ce(inputs: TermInputs, label_smoothing: float = 0.0) -> jax.Array:
   """Cross-entropy with the labels: -sum_c y_c log softmax(s)_c, y smoothed as
-  (1 - eps) * y + eps / C (Szegedy et al. 2016)."""
+  (1 - eps) * y + eps / C (Szegedy et al. 2016), averaged over the labeled examples only
+  (label >= 0, and mask 1 where a mask is given): a transfer set's unlabeled examples and
+  a batch's padding count for nothing. Over a sharded batch the sums are global, so the
+  mean is the same on any number of devices."""
   targets = optax.smooth_labels(inputs.targets, label_smoothing)
-  return jnp.mean(optax.softmax_cross_entropy(inputs.student_logits, targets))
+  weights = labeled_weights(inputs)
+  losses = optax.softmax_cross_entropy(inputs.student_logits, targets)
+  return jnp.sum(losses * weights) / jnp.maximum(jnp.sum(weights), 1.0)
+
+
+def labeled_weights(inputs: TermInputs) -> jax.Array:
+  """1 for the examples with a label (label >= 0) that count (mask), else 0: [B]."""
+  weights = (inputs.labels >= 0).astype(jnp.float32)
+  return weights if inputs.mask is None else weights * inputs.mask

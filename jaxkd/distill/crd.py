@@ -165,6 +165,9 @@ class CRD(Method):
       if train_labels is None:
         raise JaxkdError("crd: negatives='other_classes' needs the training labels in memory, "
                          "which a streamed dataset does not hold; set negatives='uniform'.")
+      if np.any(np.asarray(train_labels) < 0):
+        raise JaxkdError("crd: negatives='other_classes' needs every example's label, but the "
+                         "transfer set has unlabeled examples; set negatives='uniform'.")
       layout = ClassLayout(train_labels)
     return self.clone(num_examples=num_examples, class_layout=layout)
 

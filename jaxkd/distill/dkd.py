@@ -29,7 +29,7 @@ def dkd_parts(inputs: TermInputs, temperature: float, standardize: bool = False
   return tckd, nckd, teacher_target
 
 
-@register_term("dkd")
+@register_term("dkd", needs_labels=True)
 def dkd(inputs: TermInputs, alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0,
         warmup_epochs: float = 20.0, standardize: bool = False) -> jax.Array:
   """Zhao et al. 2022 (Decoupled KD): min(epoch / warmup, 1) * T^2 * (alpha * TCKD + beta * NCKD).

@@ -77,6 +77,7 @@ class Method(nn.Module):
 
   features: ClassVar[bool] = False
   uses_teacher: ClassVar[bool] = True
+  needs_labels: ClassVar[bool] = False  # Reads every example's label (refused on unlabeled).
   data_fields: ClassVar[tuple[str, ...]] = ()  # Fields with_data sets: not options.
 
   def __init_subclass__(cls, **kwargs):
@@ -144,7 +145,8 @@ def feature_shape(feature):
 
 
 def register_term(name: str, uses_teacher: bool = True, features: bool = False,
-                  check: Callable | None = None, connector: Callable | None = None):
+                  check: Callable | None = None, connector: Callable | None = None,
+                  needs_labels: bool = False):
   """Registers a pure function as the method `name` and returns the function unchanged.
 
   Logit terms: `fn(inputs: TermInputs, **options) -> scalar`. Feature terms
@@ -165,7 +167,7 @@ def register_term(name: str, uses_teacher: bool = True, features: bool = False,
     namespace = {"__annotations__": {p.name: Any for p in params},
                  **{p.name: p.default for p in params}, "__doc__": fn.__doc__,
                  "__module__": fn.__module__, "loss": staticmethod(fn), "features": features,
-                 "uses_teacher": uses_teacher,
+                 "uses_teacher": uses_teacher, "needs_labels": needs_labels,
                  "connector_for": None if connector is None else staticmethod(connector)}
     shapes_check = check or connector
     if shapes_check is not None:

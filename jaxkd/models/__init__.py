@@ -13,9 +13,10 @@ MODELS: Registry[type[nn.Module]] = Registry("model")
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-  """Builds config.name with the other config fields as constructor arguments."""
+  """Builds config.name with the other config fields (but init_from) as constructor
+  arguments."""
   cls = MODELS.get(config.name)
-  kwargs = {k: v for k, v in config.items() if k != "name"}
+  kwargs = {k: v for k, v in config.items() if k not in ("name", "init_from")}
   fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
   unknown = sorted(set(kwargs) - fields)
   if unknown:
