@@ -18,6 +18,7 @@ from jaxkd.data import ArrayDataset
 from jaxkd.metric_writer import read_metrics
 from jaxkd.runs import Run, make_predict, predict_logits
 from jaxkd.sharding import make_mesh
+from jaxkd.errors import JaxkdError
 from jaxkd.stats import mean_std, plus_minus, welch_interval
 
 ROLES = ("teacher", "baseline", "distilled")
@@ -183,3 +184,15 @@ def write_report(workdir: pathlib.Path, teacher: Run, students: dict[str, list[R
                    **{role: [run.workdir for run in runs] for role, runs in students.items()}},
                   workdir / "accuracy.png")
   return markdown
+
+
+def write_between_markers(path: str | pathlib.Path, body: str, begin: str = "<!-- table -->",
+                          end: str = "<!-- /table -->") -> None:
+  """Replaces what stands between `begin` and `end` in the text file `path` with `body`: how
+  an experiment writes its table into its README."""
+  path = pathlib.Path(path)
+  text = path.read_text()
+  if begin not in text or end not in text:
+    raise JaxkdError(f"{path} has no {begin} ... {end} block to write the table into.")
+  path.write_text(text[:text.index(begin) + len(begin)] + "\n" + body + "\n" +
+                  text[text.index(end):])

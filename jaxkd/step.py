@@ -10,6 +10,7 @@ axis of the state.
 import dataclasses
 from typing import Any, Callable, Sequence
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -94,34 +95,61 @@ def teacher_outputs(spec: StepSpec, teacher_variables: Sequence[dict], batch: Ba
   return jax.lax.stop_gradient(logits), jax.lax.stop_gradient(features)
 
 
-def train_step(spec: StepSpec, state: TrainState, teacher_variables: Sequence[dict],
-               batch: Batch) -> tuple[TrainState, dict]:
-  """One update of the student and the objective's learnable parts (not jitted)."""
+@flax.struct.dataclass
+class Prepared:
+  """What a step computes before the student: its inputs (augmented, mixed), targets, the
+  teachers' outputs, and the keys of the student's dropout and the objective."""
+
+  inputs: jax.Array
+  targets: jax.Array
+  teacher_logits: jax.Array | None
+  teacher_features: dict
+  dropout_key: jax.Array
+  objective_key: jax.Array
+
+
+def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: Sequence[dict],
+            batch: Batch) -> Prepared:
+  """The batch as the student will see it, and the teachers' outputs on that view."""
   augment_key, dropout_key, mixup_key, objective_key = jax.random.split(
-      jax.random.fold_in(state.rng, state.step), 4)
+      jax.random.fold_in(rng, step), 4)
   inputs = model_input(batch, spec.preprocess, augment_key)
   targets = jax.nn.one_hot(batch["label"], spec.num_classes)
   if spec.mixup_alpha > 0:
     inputs, targets = mixup(mixup_key, inputs, targets, spec.mixup_alpha)
   teacher_logits, teacher_features = teacher_outputs(spec, teacher_variables, batch, inputs)
+  return Prepared(inputs, targets, teacher_logits, teacher_features, dropout_key, objective_key)
+
+
+def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
+           hparams: dict | None = None) -> tuple[TrainState, dict]:
+  """One update of the student and the objective's learnable parts. `hparams` (a
+  population member's traced values, jaxkd.population): 'terms' overrides the terms'
+  weights and temperatures, 'learning_rate_scale' scales the updates."""
   student_dtype, eval_mode = spec.precision.student, spec.student_eval_mode
 
   def loss_fn(trainable):
     variables = {"params": _cast(trainable["params"], student_dtype), **state.model_state}
     logits, features, new_model_state = to_float32(apply_with_features(
-        spec.model, variables, inputs.astype(student_dtype), spec.objective.student_paths,
-        train=not eval_mode, rngs={"dropout": dropout_key},
+        spec.model, variables, prepared.inputs.astype(student_dtype),
+        spec.objective.student_paths, train=not eval_mode,
+        rngs={"dropout": prepared.dropout_key},
         mutable=[] if eval_mode else list(state.model_state)))
-    term_inputs = TermInputs(logits, teacher_logits, batch["label"], targets, state.step,
-                             spec.steps_per_epoch, features, teacher_features, batch["index"],
-                             objective_key, batch.get("mask"))
-    loss, term_metrics, aux_state = spec.objective(term_inputs, trainable["aux"], state.aux_state)
+    term_inputs = TermInputs(logits, prepared.teacher_logits, batch["label"], prepared.targets,
+                             state.step, spec.steps_per_epoch, features,
+                             prepared.teacher_features, batch["index"], prepared.objective_key,
+                             batch.get("mask"))
+    loss, term_metrics, aux_state = spec.objective(term_inputs, trainable["aux"], state.aux_state,
+                                                   (hparams or {}).get("terms"))
     return loss, (logits, new_model_state, term_metrics, aux_state)
 
   trainable = state.trainable()
   (loss, (logits, model_state, term_metrics, aux_state)), grads = jax.value_and_grad(
       loss_fn, has_aux=True)(trainable)
   updates, opt_state = spec.tx.update(grads, state.opt_state, trainable)
+  scale = None if hparams is None else hparams["learning_rate_scale"]
+  if scale is not None:
+    updates = jax.tree.map(lambda u: u * scale, updates)
   trainable = optax.apply_updates(trainable, updates)
   keep = spec.keep_model_state or eval_mode
   new_state = state.replace(step=state.step + 1, params=trainable["params"],
@@ -136,8 +164,16 @@ def train_step(spec: StepSpec, state: TrainState, teacher_variables: Sequence[di
   metrics = {"loss": loss, "accuracy": jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0),
              "grad_norm": optax.tree.norm(measured), **term_metrics}
   if spec.schedule is not None:
-    metrics["learning_rate"] = spec.schedule(state.step)
+    rate = spec.schedule(state.step)
+    metrics["learning_rate"] = rate if scale is None else rate * scale
   return new_state, metrics
+
+
+def train_step(spec: StepSpec, state: TrainState, teacher_variables: Sequence[dict],
+               batch: Batch) -> tuple[TrainState, dict]:
+  """One training step of one student (not jitted): prepare, then update."""
+  return update(spec, state, prepare(spec, state.rng, state.step, teacher_variables, batch),
+                batch)
 
 
 def make_train_step(spec: StepSpec, mesh: Mesh, teacher_shardings: Any = None) -> Callable:

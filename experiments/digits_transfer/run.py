@@ -23,6 +23,7 @@ from jaxkd.data import load_split
 from jaxkd.runs import load_run, predict_logits
 from jaxkd.sharding import make_mesh
 from jaxkd.stats import mean_std, plus_minus, welch_interval
+from jaxkd.report import write_between_markers
 from jaxkd.train import train_and_evaluate
 
 HERE = pathlib.Path(__file__).resolve().parent
@@ -66,11 +67,7 @@ def main():
       "", f"This run: {(time.perf_counter() - start) / 60:.0f} minutes (finished runs reused)."])
   (root / "summary.json").write_text(json.dumps(
       {"zero_shot": zero_shot, **teachers, **students, "gain": gain}, indent=2))
-  readme = HERE / "README.md"
-  text = readme.read_text()
-  begin, end = "<!-- table -->", "<!-- /table -->"
-  readme.write_text(text[:text.index(begin) + len(begin)] + "\n" + body + "\n" +
-                    text[text.index(end):])
+  write_between_markers(HERE / "README.md", body)
   print(body)
 
 

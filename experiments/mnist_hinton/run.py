@@ -14,6 +14,7 @@ import time
 
 from jaxkd import pipeline
 from jaxkd.config_base import load_config_file
+from jaxkd.report import write_between_markers
 
 HERE = pathlib.Path(__file__).resolve().parent
 CONFIG = HERE.parents[1] / "configs" / "mnist" / "hinton.py"
@@ -54,12 +55,8 @@ def main():
   report = pipeline.run(config, args.workdir)
   minutes = (time.perf_counter() - start) / 60
   (args.workdir / "summary.json").write_text(json.dumps(report, indent=2))
-  readme = HERE / "README.md"
-  text = readme.read_text()
-  begin, end = "<!-- table -->", "<!-- /table -->"
   body = table(report) + f"\n\nThis run: {minutes:.0f} minutes (finished stages reused)."
-  readme.write_text(text[:text.index(begin) + len(begin)] + "\n" + body + "\n" +
-                    text[text.index(end):])
+  write_between_markers(HERE / "README.md", body)
   print(body)
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from jaxkd.assemble import transfer_set_of
 from jaxkd.config_base import load_config_file
 from jaxkd.data import load_split
+from jaxkd.report import write_between_markers
 from jaxkd.runs import load_run, predict_logits
 from jaxkd.sharding import make_mesh
 from jaxkd.soft_labels import write_soft_labels
@@ -86,11 +87,7 @@ def main():
       f"(seeds {seeds}).",
       "", f"This run: {(time.perf_counter() - start) / 60:.0f} minutes (finished runs reused)."])
   (root / "summary.json").write_text(json.dumps({"teacher": teacher, "rows": rows}, indent=2))
-  readme = HERE / "README.md"
-  text = readme.read_text()
-  begin, end = "<!-- table -->", "<!-- /table -->"
-  readme.write_text(text[:text.index(begin) + len(begin)] + "\n" + body + "\n" +
-                    text[text.index(end):])
+  write_between_markers(HERE / "README.md", body)
   print(body)
 
 

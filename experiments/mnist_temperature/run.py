@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 
+from jaxkd.report import write_between_markers
+
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
@@ -33,11 +35,7 @@ def main():
   workdir = ROOT / args.workdir
   results = (workdir / "results.md").read_text().splitlines()
   table = "\n".join(line for line in results if line.startswith("|"))
-  readme = HERE / "README.md"
-  text = readme.read_text()
-  start, end = "<!-- table -->", "<!-- /table -->"
-  readme.write_text(text[:text.index(start) + len(start)] + "\n" + table + "\n" +
-                    text[text.index(end):])
+  write_between_markers(HERE / "README.md", table)
   shutil.copyfile(workdir / "results.png", HERE / "results.png")
   print(table)
 

@@ -16,6 +16,7 @@ import time
 from jaxkd import pipeline
 from jaxkd.config_base import load_config_file
 from jaxkd.data import load_split
+from jaxkd.report import write_between_markers
 
 HERE = pathlib.Path(__file__).resolve().parent
 CONFIG = HERE.parents[1] / "configs" / "tabular" / "pipeline.py"
@@ -55,11 +56,7 @@ def main():
     lines.append(row(dataset, student, report))
   minutes = (time.perf_counter() - start) / 60
   body = "\n".join(lines) + f"\n\nThis run: {minutes:.0f} minutes (finished stages reused)."
-  readme = HERE / "README.md"
-  text = readme.read_text()
-  begin, end = "<!-- table -->", "<!-- /table -->"
-  readme.write_text(text[:text.index(begin) + len(begin)] + "\n" + body + "\n" +
-                    text[text.index(end):])
+  write_between_markers(HERE / "README.md", body)
   print(body)
 
 

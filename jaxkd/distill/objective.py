@@ -175,12 +175,17 @@ class Objective:
     return total, metrics, state
 
   def __call__(self, inputs: TermInputs, aux_params: dict | None = None,
-               aux_state: dict | None = None) -> tuple[jax.Array, dict, dict]:
+               aux_state: dict | None = None, overrides: dict | None = None
+               ) -> tuple[jax.Array, dict, dict]:
     """Returns (total loss, {'loss/label': unweighted term value, 'weight/label': weight,
-    'label/name': a method's own metrics}, updated running state of the methods)."""
+    'label/name': a method's own metrics}, updated running state of the methods).
+    overrides {label: {'weight': w, 'temperature': t}} replaces constant values (traced:
+    a population member's, jaxkd.population)."""
     total, metrics, new_aux_state = 0.0, {}, dict(aux_state or {})
     for term in self.terms:
-      view = inputs.replace(temperature=self._temperature(term, inputs.step))
+      given = (overrides or {}).get(term.label, {})
+      temperature = given.get("temperature", self._temperature(term, inputs.step))
+      view = inputs.replace(temperature=temperature)
       state = (aux_state or {}).get(term.label)
       if term.method.features or (term.method.uses_teacher and self.teacher_combine == "sum"):
         value, term_metrics, state = self._per_teacher(term, view, aux_params or {}, state)
@@ -190,7 +195,7 @@ class Objective:
         state = state if new_state is None else new_state
       if state is not None:
         new_aux_state[term.label] = state
-      weight = term.weight(inputs.step)
+      weight = given.get("weight", term.weight(inputs.step))
       total = total + weight * value
       metrics[f"loss/{term.label}"] = value
       metrics[f"weight/{term.label}"] = weight
