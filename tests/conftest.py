@@ -54,6 +54,20 @@ def toy_config(**train):
   return config
 
 
+def npz_with_teacher(root, teacher_steps: int) -> str:
+  """Toy data saved as root/toy.npz (read as a named source, as the CLI reads it) and a toy
+  MLP teacher trained on it in root/teacher; returns the .npz path."""
+  from jaxkd import train
+
+  x, y = toy_arrays(256, 0)
+  xt, yt = toy_arrays(64, 1)
+  np.savez(root / "toy.npz", x_train=x, y_train=y, x_test=xt, y_test=yt)
+  teacher = toy_config(num_steps=teacher_steps)
+  teacher.dataset.path = str(root / "toy.npz")
+  train.train_and_evaluate(teacher, root / "teacher")
+  return str(root / "toy.npz")
+
+
 def user_net_configs(tmp_path, teacher_steps: int, **student_train):
   """Toy data saved as .npz, a trained 'test_user_net' teacher (width 8) in
   tmp_path/teacher, and the config of a width-4 student taught by it."""

@@ -166,3 +166,29 @@ def test_write_hparams_puts_the_flat_config_in_the_runs_event_file(tmp_path):
   resumed.close()
   assert not [v for e in _events(tmp_path / "resumed") for v in e.summary.value
               if v.tag.startswith(("_hparams_", "config"))]
+
+
+def test_a_vectorized_sweep_gives_the_cells_of_a_sequential_one(tmp_path, capsys):
+  """The same grid (2 temperatures x 2 seeds of a distilled student) as populations (one per
+  seed, sharing the teacher) and one cell at a time: the same errors in every cell."""
+  from jaxkd import train
+
+  config = _npz_config(tmp_path)
+  teacher = toy_config(num_steps=20)
+  teacher.dataset.path = config.dataset.path
+  train.train_and_evaluate(teacher, tmp_path / "teacher")
+  config = config.copy_and_resolve_references()
+  config.distill.teachers = (str(tmp_path / "teacher"),)
+  config.distill.terms = {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "temperature": 2.0}}
+  config.lock()
+  grid = ["distill.terms.kd.temperature=1,4"]
+  mesh = make_mesh(jax.devices()[:1])
+  vectorized = Sweep(config, tmp_path / "vectorized", grid, seeds=2)
+  assert vectorized.populations(range(4)) == [[0, 2], [1, 3]]  # One per seed.
+  together = vectorized.run_cells(mesh=mesh)
+  assert capsys.readouterr().out.count("== population") == 2
+  apart = Sweep(config, tmp_path / "sequential", grid, seeds=2).run_cells(mesh=mesh,
+                                                                         vectorize=False)
+  assert [r["test_errors"] for r in together] == [r["test_errors"] for r in apart]
+  np.testing.assert_allclose([r["selected_test_accuracy"] for r in together],
+                             [r["selected_test_accuracy"] for r in apart])
