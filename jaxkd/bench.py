@@ -14,6 +14,9 @@ own (dispatch to jax.block_until_ready); the median is reported:
   online           ce 0.1 + kd 0.9 at T=4, the teacher running inside the step
   cached           the same objective from logits carried in the batch (no teacher)
   fitnet           ce + FitNets hints (with its regressor), the teacher online
+  population       the online step of 4 students (kd at T = 1, 2, 4, 8) in one vmapped
+                   step with one teacher forward (jaxkd.population); its examples/s
+                   count all 4, and a target line gives it as a ratio to 'online'
 
 The train modes run jaxkd.step.make_train_step, the same jitted program a
 training run uses (SGD with momentum 0.9, the dataset's preprocessing and
@@ -52,8 +55,12 @@ from jaxkd.sharding import batch_sharding, make_mesh, replicated, shard_batch
 from jaxkd.state import init_train_state, stream
 from jaxkd.step import StepSpec, make_train_step
 
-MODES = ("teacher_forward", "student", "online", "cached", "fitnet")
-TRAIN_MODES = MODES[1:]
+MODES = ("teacher_forward", "student", "online", "cached", "fitnet", "population")
+TRAIN_MODES = MODES[1:-1]
+# The population mode: the online step of 4 students (kd at T = 1, 2, 4, 8) sharing one
+# teacher forward per batch (jaxkd.population), against which 'online' is one student.
+POPULATION_TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
+TEACHER_FORWARDS = {"online": 1, "fitnet": 1, "population": 1, "student": 0, "cached": 0}
 KD_TERMS = {"ce": {"weight": 0.1}, "kd": {"weight": 0.9, "temperature": 4.0}}
 LEARNING_RATE = 0.05
 
@@ -200,9 +207,10 @@ def prepare_teacher_forward(setup: Setup) -> Runner:
                 flops_of(compiled), time.perf_counter() - start)
 
 
-def build_train_step(setup: Setup, mode: str, seed: int = 0):
+def build_train_step(setup: Setup, mode: str, seed: int = 0, spec_out: list | None = None):
   """(compiled step, state, teacher_variables, device batch) of a train mode, built as
-  jaxkd.train builds them (objective, connectors, optimizer, make_train_step)."""
+  jaxkd.train builds them (objective, connectors, optimizer, make_train_step); the StepSpec
+  is appended to `spec_out` when given."""
   pair, mesh = setup.pair, setup.mesh
   config = base_config()
   config.distill.terms = ml_collections.ConfigDict(terms_for(mode, pair))
@@ -219,8 +227,11 @@ def build_train_step(setup: Setup, mode: str, seed: int = 0):
   schedule = make_schedule(config.schedule, LEARNING_RATE, 1, total_steps)
   tx = make_optimizer(config.optimizer, schedule)
   state = init_train_state(setup.student, tx, pair.image_shape, seed, mesh, aux_params, aux_state)
-  step = make_train_step(StepSpec(setup.student, tx, objective, setup.preprocess, pair.num_classes,
-                                  teachers, schedule), mesh)
+  spec = StepSpec(setup.student, tx, objective, setup.preprocess, pair.num_classes, teachers,
+                  schedule)
+  if spec_out is not None:
+    spec_out.append(spec)
+  step = make_train_step(spec, mesh)
   if mode == "cached":  # Soft labels as the cache stores them: [B, K=1, C] float16.
     logits = jax.jit(lambda v, x: setup.teacher.apply(v, setup.preprocess(x), train=False))(
         setup.teacher_variables, host["image"])
@@ -244,8 +255,38 @@ def prepare_train(setup: Setup, mode: str, seed: int = 0) -> Runner:
   return Runner(mode, run, flops_of(compiled), compile_s)
 
 
+def prepare_population(setup: Setup, seed: int = 0) -> Runner:
+  """The population mode compiled: the online pair's state stacked for each temperature."""
+  import types
+
+  from jaxkd.population import make_population_step
+
+  start = time.perf_counter()
+  specs = []
+  _, state, teacher_variables, batch = build_train_step(setup, "online", seed, specs)
+  members = len(POPULATION_TEMPERATURES)
+  ones = jnp.ones(members, jnp.float32)
+  hparams = {"learning_rate_scale": ones, "terms": {
+      "ce": {"weight": KD_TERMS["ce"]["weight"] * ones},
+      "kd": {"weight": KD_TERMS["kd"]["weight"] * ones,
+             "temperature": jnp.asarray(POPULATION_TEMPERATURES, jnp.float32)}}}
+  states = jax.tree.map(lambda x: jnp.stack([x] * members), state)
+  run = types.SimpleNamespace(spec=specs[0], mesh=setup.mesh, teacher_variables=teacher_variables)
+  compiled = make_population_step(run, shared=True).lower(states, hparams, teacher_variables,
+                                                          batch).compile()
+  holder = [states]
+
+  def go():
+    holder[0], metrics = compiled(holder[0], hparams, teacher_variables, batch)
+    return holder[0], metrics
+
+  return Runner("population", go, flops_of(compiled), time.perf_counter() - start)
+
+
 def prepare(setup: Setup, mode: str) -> Runner:
-  return prepare_teacher_forward(setup) if mode == "teacher_forward" else prepare_train(setup, mode)
+  if mode == "teacher_forward":
+    return prepare_teacher_forward(setup)
+  return prepare_population(setup) if mode == "population" else prepare_train(setup, mode)
 
 
 def time_rounds(runs: dict[str, Callable[[], Any]], steps: int, warmup: int, rounds: int = 1
@@ -262,11 +303,15 @@ def time_rounds(runs: dict[str, Callable[[], Any]], steps: int, warmup: int, rou
 
 
 def make_row(pair: str, mode: str, batch_size: int, times: list[float], flops: float,
-             compile_s: float, peak: dict | None = None) -> dict:
+             compile_s: float, peak: dict | None = None, members: int = 1) -> dict:
+  """One mode's numbers; a population's examples/s counts every member's examples
+  (examples_per_sec_per_member: one member's)."""
   median = statistics.median(times)
   row = {"pair": pair, "mode": mode, "batch_size": batch_size, "steps": len(times),
          "ms_per_step": median * 1e3, "ms_min": min(times) * 1e3, "ms_max": max(times) * 1e3,
-         "examples_per_sec": batch_size / median, "gflop_per_step": flops / 1e9,
+         "members": members, "teacher_forwards_per_step": TEACHER_FORWARDS.get(mode, 1),
+         "examples_per_sec": members * batch_size / median,
+         "examples_per_sec_per_member": batch_size / median, "gflop_per_step": flops / 1e9,
          "gflop_per_sec": flops / median / 1e9, "compile_s": compile_s}
   if peak:
     add_peak(row, peak)
@@ -298,7 +343,8 @@ def bench_pair(pair: Pair, batch_size: int | None = None, steps: int | None = No
   env = environment(setup.mesh)
   rows = []
   for mode, runner in runners.items():
-    row = make_row(pair.name, mode, batch_size, times[mode], runner.flops, runner.compile_s, peak)
+    row = make_row(pair.name, mode, batch_size, times[mode], runner.flops, runner.compile_s, peak,
+                   members=len(POPULATION_TEMPERATURES) if mode == "population" else 1)
     rows.append({**row, **env})
     if log:
       log(f"  {pair.name} {mode}: {row['ms_per_step']:.2f} ms/step, "
@@ -326,12 +372,14 @@ def environment(mesh=None) -> dict:
 
 def markdown_table(rows: Sequence[dict]) -> str:
   lines = ["| pair | mode | batch | ms/step (median) | examples/s | GFLOP/step | GFLOP/s | "
-           "% of peak |", "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+           "% of peak | students | teacher forwards/step |",
+           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
   for r in rows:
     peak = f"{r['pct_of_peak']:.1f}" if "pct_of_peak" in r else "-"
     lines.append(f"| {r['pair']} | {r['mode']} | {r['batch_size']} | {r['ms_per_step']:.2f} | "
                  f"{r['examples_per_sec']:.0f} | {r['gflop_per_step']:.3f} | "
-                 f"{r['gflop_per_sec']:.1f} | {peak} |")
+                 f"{r['gflop_per_sec']:.1f} | {peak} | {r.get('members', 1)} | "
+                 f"{r.get('teacher_forwards_per_step', '-')} |")
   return "\n".join(lines)
 
 
@@ -346,6 +394,13 @@ def targets(rows: Sequence[dict]) -> list[str]:
       verdict = "met" if slower <= 5.0 else "NOT met"
       lines.append(f"{pair}: cached distillation {slower:+.1f}% step time vs student-only "
                    f"(target <= +5%): {verdict}")
+    online, population = found.get((pair, "online")), found.get((pair, "population"))
+    if online and population:
+      ratio = population["examples_per_sec"] / online["examples_per_sec"]
+      lines.append(f"{pair}: population of {population['members']} (one teacher forward per "
+                   f"step): {ratio:.1f}x the examples/s of one online student "
+                   f"({population['examples_per_sec_per_member']:.0f} examples/s per member, "
+                   f"{online['examples_per_sec']:.0f} alone)")
   for mode in ("online", "student", "cached"):
     row = found.get(("mlp", mode))
     if row and "pct_of_peak" in row:
