@@ -49,17 +49,22 @@ def write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, me
   (workdir / "run_info.json").write_text(json.dumps(info, indent=2) + "\n")
 
 
-def _check_finite(pending: list[dict], first_step: int, checkpointer: Checkpointer) -> None:
+def check_finite(pending: list[dict], first_step: int, checkpointer: Checkpointer) -> None:
   """Stops the run (JaxkdError) at the first step whose loss or gradient norm is not finite.
 
-  pending: the metrics of steps first_step, first_step + 1, ... The state after such a step
-  holds its update, so it is checked before every save: no saved state has a bad update.
+  pending: the metrics of steps first_step, first_step + 1, ... (scalars, or one per member
+  of a population). The state after such a step holds its update, so it is checked before
+  every save: no saved state has a bad update.
   """
   values = jax.device_get([(m["loss"], m["grad_norm"]) for m in pending])
   for offset, (loss, grad_norm) in enumerate(values):
     for what, value in (("loss", loss), ("gradient norm", grad_norm)):
-      if np.isfinite(value):
+      finite = np.isfinite(value)
+      if np.all(finite):
         continue
+      if np.ndim(value):  # A population: name the first member that failed.
+        member = int(np.argmin(finite))
+        what, value = f"{what} of population member {member}", np.asarray(value)[member]
       checkpointer.manager.wait_until_finished()  # Saves under way (all of good states).
       kept = checkpointer.latest_step()
       checkpointer.close()
@@ -158,7 +163,7 @@ def fit(run: Run) -> tuple[dict, dict]:
       progress.update(1)
       last = step == total_steps
       if step % log_every == 0 or step % checkpointer.every_steps == 0 or last:
-        _check_finite(window.pending, window.step + 1, checkpointer)  # Before any save.
+        check_finite(window.pending, window.step + 1, checkpointer)  # Before any save.
       if step % log_every == 0 or last:
         means = window.means(step, run.steps_per_epoch)
         writer.write(step, "train", means)
@@ -173,7 +178,7 @@ def fit(run: Run) -> tuple[dict, dict]:
         stopped_by = stop.reason
         break
   progress.close()
-  _check_finite(window.pending, window.step + 1, checkpointer)  # Stopped between checks.
+  check_finite(window.pending, window.step + 1, checkpointer)  # Stopped between checks.
   return _finish(run, state, checkpointer, writer, num_params, stopped_by, last_eval)
 
 

@@ -38,6 +38,7 @@ from jaxkd.data.catalog import load_source_split
 from jaxkd.errors import JaxkdError
 from jaxkd.evaluation import evaluate, select_on_validation
 from jaxkd.interrupt import stop_on_signals
+from jaxkd.loop import check_finite, write_run_files
 from jaxkd.metric_writer import MetricWriter, read_metrics
 from jaxkd.sharding import DATA_AXIS, batch_sharding, replicated, shard_batch
 from jaxkd.step import prepare, update
@@ -101,6 +102,31 @@ def check_population(configs: Sequence[ml_collections.ConfigDict]) -> None:
       if kind != "constant" and f"distill.terms.{label}.{name}" in differing_fields(configs):
         raise JaxkdError(f"distill.terms.{label}.{name} follows a '{kind}' schedule: a "
                          "population varies constant values only.")
+
+
+def group_populations(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
+  """Positions of `configs` that train together: configs that differ only in population
+  fields. Those of one seed share batches and the teacher, so a grid over hyperparameters
+  and seeds makes one population per seed; a grid over seeds alone, one population. A
+  group that cannot be a population (e.g. a varied field under a schedule) and groups of
+  one are left out: those configs train one by one."""
+  groups: dict[str, list[int]] = {}
+  for position, config in enumerate(configs):
+    groups.setdefault(fixed_key(config), []).append(position)
+  populations = []
+  for members in groups.values():
+    varied = any(key != "seed" for key in population_differences([configs[i] for i in members]))
+    by_seed: dict[int, list[int]] = {}
+    for i in members:
+      by_seed.setdefault(configs[i].seed if varied else 0, []).append(i)
+    for group in by_seed.values():
+      if len(group) > 1:
+        try:
+          check_population([configs[i] for i in group])
+        except JaxkdError:
+          continue
+        populations.append(group)
+  return populations
 
 
 def hyperparameters(runs: Sequence[Run]) -> dict:
@@ -193,7 +219,6 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
   start = int(states.step[0])
   writers = [MetricWriter(r.workdir, resume_step=start) for r in runs]
   for run, writer in zip(runs, writers):
-    from jaxkd.loop import write_run_files
     write_run_files(run.workdir, run.config, run.mesh, run.train_data)
     writer.write_hparams(run.config)
   stacked = NamedSharding(first.mesh, PartitionSpec(None, DATA_AXIS))
@@ -210,6 +235,9 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
       states, metrics = step_fn(states, hparams, first.teacher_variables, batch)
       pending.append(metrics)
       final = step == first.total_steps
+      if (step % config.train.log_every_steps == 0 or step % checkpointer.every_steps == 0
+          or final):
+        check_finite(pending, step - len(pending) + 1, checkpointer)  # Before any save.
       if step % config.train.log_every_steps == 0 or final:
         means = jax.tree.map(lambda *xs: np.mean(np.stack(xs), axis=0), *jax.device_get(pending))
         now = time.perf_counter()
@@ -230,6 +258,7 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
       if stop.stop_now():
         stopped = stop.reason
         break
+  check_finite(pending, int(states.step[0]) - len(pending) + 1, checkpointer)  # Stopped early.
   checkpointer.save(int(states.step[0]), states, force=True)
   checkpointer.close()
   for writer in writers:

@@ -247,32 +247,13 @@ class Sweep:
   # -- running -----------------------------------------------------------------------------
 
   def populations(self, indices: Sequence[int]) -> list[list[int]]:
-    """The unfinished cells among `indices` that train together as populations (jaxkd.population):
-    cells that differ only in population fields. Cells of one seed share batches and the
-    teacher, so a grid over hyperparameters and seeds makes one population per seed; a grid
-    over seeds alone, one population. Groups of one cell are left out."""
-    from jaxkd.population import check_population, fixed_key, population_differences
+    """The cells among `indices` that are neither finished nor started, grouped into
+    populations (jaxkd.population.group_populations); groups of one are left out."""
+    from jaxkd.population import group_populations
 
-    groups: dict[tuple, list[int]] = {}
-    for index in indices:
-      cell = self.cells[index]
-      if self.state(cell) == "-":  # Neither finished nor started: fresh for a population.
-        groups.setdefault(fixed_key(cell.config), []).append(index)
-    populations = []
-    for members in groups.values():
-      varied = any(not key.startswith("seed") for key in
-                   population_differences([self.cells[i].config for i in members]))
-      by_seed: dict[int, list[int]] = {}
-      for i in members:
-        by_seed.setdefault(self.cells[i].seed if varied else 0, []).append(i)
-      for group in by_seed.values():
-        if len(group) > 1:
-          try:
-            check_population([self.cells[i].config for i in group])
-          except JaxkdError:
-            continue  # e.g. a varied field under a schedule: these cells run one by one.
-          populations.append(group)
-    return populations
+    fresh = [i for i in indices if self.state(self.cells[i]) == "-"]
+    return [[fresh[j] for j in group]
+            for group in group_populations([self.cells[i].config for i in fresh])]
 
   def _record(self, index: int, result: dict) -> dict:
     import jax
@@ -302,7 +283,7 @@ class Sweep:
     compiled step each: the same results as one by one, in less time."""
     from jaxkd import train
     from jaxkd.loop import say
-    from jaxkd.data import load_split
+    from jaxkd.data.catalog import load_source_split
     from jaxkd.population import train_population
 
     indices = range(len(self.cells)) if indices is None else indices
@@ -336,9 +317,8 @@ class Sweep:
       if data is None:
         key = cell.config.dataset.to_json_best_effort(sort_keys=True)
         if key not in loaded:  # The whole training split: the run holds out its validation.
-          source = ml_collections.ConfigDict(cell.config.dataset.to_dict())
-          source.validation_size = 0
-          loaded[key] = (load_split(source, "train"), load_split(source, "test"))
+          loaded[key] = (load_source_split(cell.config.dataset, "train"),
+                         load_source_split(cell.config.dataset, "test"))
         data = loaded[key]
       result = train.train_and_evaluate(cell.config, cell.workdir, datasets=data, mesh=mesh)
       results.append(self._record(index, result))

@@ -105,3 +105,11 @@ def test_members_that_differ_in_shape_are_refused(data_and_teacher, tmp_path):
   configs[1].model.widths = (16,)
   with pytest.raises(JaxkdError, match=r"differ in \['model.widths'\]"):
     population.train_population(configs, [tmp_path / "a", tmp_path / "b"], tmp_path / "p")
+
+
+def test_a_member_whose_loss_is_not_finite_stops_the_population_unsaved(data_and_teacher,
+                                                                        tmp_path):
+  configs = [_member(data_and_teacher), _member(data_and_teacher, learning_rate=1e30)]
+  with pytest.raises(JaxkdError, match="of population member 1 became"):
+    population.train_population(configs, [tmp_path / "a", tmp_path / "b"], tmp_path / "p")
+  assert not list((tmp_path / "p" / "checkpoints").glob("*"))  # No bad state was saved.
