@@ -272,12 +272,12 @@ def prepare_population(setup: Setup, seed: int = 0) -> Runner:
              "temperature": jnp.asarray(POPULATION_TEMPERATURES, jnp.float32)}}}
   states = jax.tree.map(lambda x: jnp.stack([x] * members), state)
   run = types.SimpleNamespace(spec=specs[0], mesh=setup.mesh, teacher_variables=teacher_variables)
-  compiled = make_population_step(run, shared=True).lower(states, hparams, teacher_variables,
-                                                          batch).compile()
+  compiled = make_population_step(run, shared_batch=True, shared_prepare=True).lower(
+      states, hparams, teacher_variables, batch, None).compile()
   holder = [states]
 
   def go():
-    holder[0], metrics = compiled(holder[0], hparams, teacher_variables, batch)
+    holder[0], metrics = compiled(holder[0], hparams, teacher_variables, batch, None)
     return holder[0], metrics
 
   return Runner("population", go, flops_of(compiled), time.perf_counter() - start)

@@ -34,6 +34,10 @@ def base_config() -> ml_collections.ConfigDict:
       # validation_seed only: every run of a dataset config holds out the same examples.
       validation_size=0,
       validation_seed=0,
+      # Token datasets (shakespeare_char): characters per example, and a cap on each
+      # split's characters (0: all) for smaller runs.
+      seq_len=128,
+      max_chars=0,
   ))
 
   # The objective: weighted named terms (jaxkd.distill); plain training is ce alone.
@@ -91,6 +95,9 @@ def base_config() -> ml_collections.ConfigDict:
       eval_every_steps=0,  # 0: once per epoch
       checkpoint_every_steps=0,  # 0: once per epoch
       keep_checkpoints=3,
+      # A population (jaxkd.population) over the devices: 'batch' splits each step's batch
+      # (members replicated), 'member' places whole members on each device.
+      population_split="batch",
       # Trainable parts left unchanged, by path prefix: 'params' (the student),
       # 'aux/<term label>' or deeper (a connector or part of one).
       freeze=(),

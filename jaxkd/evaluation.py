@@ -1,6 +1,7 @@
 """Evaluation: the jitted eval step, a pass over a split, and model selection on the
 validation split."""
 
+import math
 from typing import Callable
 
 import flax.linen as nn
@@ -18,13 +19,15 @@ Batch = dict[str, jax.Array]
 
 def make_eval_step(model: nn.Module, preprocess: Preprocess, mesh: Mesh
                    ) -> Callable[[dict, Batch], dict]:
-  """Returns eval(variables, batch) -> sums over the real (mask == 1) examples."""
+  """Returns eval(variables, batch) -> sums over the real (mask == 1) examples, or over
+  their tokens that count (label >= 0) for per-token labels [B, T]."""
 
   def step(variables: dict, batch: Batch):
     logits = model.apply(variables, model_input(batch, preprocess), train=False)
-    mask = batch["mask"]
-    losses = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])
-    correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+    labels = batch["label"]
+    mask = batch["mask"].reshape(batch["mask"].shape + (1,) * (labels.ndim - 1)) * (labels >= 0)
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask),
             "count": jnp.sum(mask)}
 
@@ -42,8 +45,11 @@ def evaluate(eval_step: Callable, variables: dict, data: ArrayDataset, batch_siz
   totals = jax.device_get(totals)
   count = int(round(float(totals["count"])))
   correct = int(round(float(totals["correct"])))
-  return {"loss": float(totals["loss_sum"]) / count, "accuracy": correct / count,
-          "errors": count - correct, "count": count}
+  metrics = {"loss": float(totals["loss_sum"]) / count, "accuracy": correct / count,
+             "errors": count - correct, "count": count}
+  if data.labels.ndim == 2:  # A language model: per token (count, errors are tokens).
+    metrics.update(perplexity=math.exp(metrics["loss"]), bits_per_token=metrics["loss"] / math.log(2))
+  return metrics
 
 
 def select_on_validation(records: list[dict]) -> dict:

@@ -63,6 +63,14 @@ def decay_mask(params: Any) -> Any:
   return jax.tree.map(lambda p: p.ndim > 1, params)
 
 
+def decayed_weights(config, mask) -> optax.GradientTransformation:
+  """optax.add_decayed_weights with its rate kept in the optimizer state
+  (optax.inject_hyperparams), where a population sets each member's own
+  (optax.tree.set(opt_state, weight_decay=...)): one compiled step for every rate."""
+  return optax.inject_hyperparams(optax.add_decayed_weights, static_args=("mask",))(
+      weight_decay=float(config.get("weight_decay", 0.0)), mask=mask)
+
+
 @OPTIMIZERS.register("sgd")
 def _sgd(config, schedule, mask, momentum=None):
   # L2 added to the gradient before momentum, as in PyTorch's SGD(weight_decay=...).
@@ -73,22 +81,24 @@ def _sgd(config, schedule, mask, momentum=None):
   else:
     sgd = optax.inject_hyperparams(optax.sgd, static_args=("nesterov",))(
         learning_rate=schedule, momentum=momentum, nesterov=config.get("nesterov", False))
-  return optax.chain(optax.add_decayed_weights(config.get("weight_decay", 0.0), mask), sgd)
+  return optax.chain(decayed_weights(config, mask), sgd)
 
 
 @OPTIMIZERS.register("adam")
 def _adam(config, schedule, mask):
   return optax.chain(
-      optax.add_decayed_weights(config.get("weight_decay", 0.0), mask),
+      decayed_weights(config, mask),
       optax.adam(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
                  eps=config.get("eps", 1e-8)))
 
 
 @OPTIMIZERS.register("adamw")
 def _adamw(config, schedule, mask):
-  return optax.adamw(schedule, b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
-                     eps=config.get("eps", 1e-8), weight_decay=config.get("weight_decay", 0.0),
-                     mask=mask)
+  # optax.adamw's own chain, with the decay as a state hyperparameter (decayed_weights).
+  return optax.chain(
+      optax.scale_by_adam(b1=config.get("b1", 0.9), b2=config.get("b2", 0.999),
+                          eps=config.get("eps", 1e-8)),
+      decayed_weights(config, mask), optax.scale_by_learning_rate(schedule))
 
 
 def max_norm(limit: float) -> optax.GradientTransformation:

@@ -5,7 +5,10 @@ Workdir layout: teacher/ (unless config.teacher_workdir names one trained
 elsewhere), soft_labels.npz (mode 'cached'), baseline/seed=S/, distilled/seed=S/
 for the student seeds S = student.seed, ..., student.seed + student.seeds - 1,
 report.md, report.json, accuracy.png. Every stage resumes or, when finished, is
-reused.
+reused. The seeds of an arm train as one population (jaxkd.population: one compiled
+step for all, each seed its own batches; its checkpoints in <arm>/population/), unless
+config.vectorize_seeds is False or the arm's config cannot be a population (e.g. stages):
+then one after another. Each seed's run directory is the same either way.
 """
 
 import copy
@@ -20,6 +23,8 @@ from jaxkd.assemble import transfer_set_of
 from jaxkd.data import load_split
 from jaxkd.distill import build_objective
 from jaxkd.errors import JaxkdError
+from jaxkd.population import train_population
+from jaxkd.population_fields import check_population
 from jaxkd.report import write_report
 from jaxkd.runs import load_run
 from jaxkd.sharding import make_mesh
@@ -41,6 +46,16 @@ def seeded(student: ml_collections.ConfigDict, seed: int) -> ml_collections.Conf
   student = copy.deepcopy(student)
   student.seed = seed
   return student
+
+
+def _population_fits(configs: list[ml_collections.ConfigDict]) -> bool:
+  """Whether the seeds can train as one population (jaxkd.population); if not, says why."""
+  try:
+    check_population(configs)
+  except JaxkdError as e:
+    say(f"   the seeds train one by one: {e}")
+    return False
+  return True
 
 
 def distilled_config(config: ml_collections.ConfigDict, teacher_dir: pathlib.Path,
@@ -106,13 +121,19 @@ def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
   else:
     say("== 2/4 soft labels: online (the teacher runs inside the student's train step)")
   seeds = student_seeds(config)
-  students = {"baseline": [], "distilled": []}
+  students = {}
   for number, (role, arm) in enumerate((("baseline", config.student), ("distilled", student))):
-    for seed in seeds:
-      say(f"== {3 + number}/4 {role} student, seed {seed} of {seeds} "
-          + ("(no teacher)" if role == "baseline" else f"({config.distill.mode})"))
-      train_and_evaluate(seeded(arm, seed), workdir / role / f"seed={seed}")
-      students[role].append(load_run(workdir / role / f"seed={seed}", mesh))
+    how = "(no teacher)" if role == "baseline" else f"({config.distill.mode})"
+    configs = [seeded(arm, seed) for seed in seeds]
+    workdirs = [workdir / role / f"seed={seed}" for seed in seeds]
+    if config.get("vectorize_seeds", True) and len(seeds) > 1 and _population_fits(configs):
+      say(f"== {3 + number}/4 {role} students, seeds {seeds} as one population {how}")
+      train_population(configs, workdirs, workdir / role / "population")
+    else:
+      for seed, seed_config, seed_dir in zip(seeds, configs, workdirs):
+        say(f"== {3 + number}/4 {role} student, seed {seed} of {seeds} {how}")
+        train_and_evaluate(seed_config, seed_dir)
+    students[role] = [load_run(seed_dir, mesh) for seed_dir in workdirs]
 
   test_data = load_split(config.student.dataset, "test")
   markdown = write_report(workdir, teacher, students, seeds, test_data, mesh,

@@ -20,7 +20,6 @@ read a member as a run of its own).
 """
 
 import dataclasses
-import fnmatch
 import pathlib
 import time
 from typing import Sequence
@@ -29,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from jaxkd import config_base
@@ -40,128 +40,109 @@ from jaxkd.evaluation import evaluate, select_on_validation
 from jaxkd.interrupt import stop_on_signals
 from jaxkd.loop import check_finite, write_run_files
 from jaxkd.metric_writer import MetricWriter, read_metrics
-from jaxkd.sharding import DATA_AXIS, batch_sharding, replicated, shard_batch
+from jaxkd.population_fields import check_population, population_differences
+from jaxkd.sharding import DATA_AXIS, batch_sharding, replicated
 from jaxkd.step import prepare, update
 
-POPULATION_FIELDS = ("seed", "optimizer.learning_rate", "distill.terms.*.weight",
-                     "distill.terms.*.temperature")
-
-
-def _flat(config: ml_collections.ConfigDict) -> dict:
-  flat = {}
-
-  def walk(node, prefix):
-    for key, value in node.items():
-      if isinstance(value, (dict, ml_collections.ConfigDict)):
-        walk(value, f"{prefix}{key}.")
-      else:
-        flat[f"{prefix}{key}"] = value
-
-  walk(config.to_dict() if isinstance(config, ml_collections.ConfigDict) else config, "")
-  return flat
-
-
-def differing_fields(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
-  flats = [_flat(c) for c in configs]
-  keys = set().union(*flats)
-  return sorted(k for k in keys if len({repr(f.get(k)) for f in flats}) > 1)
-
-
-def _varies(key: str) -> bool:
-  return any(fnmatch.fnmatchcase(key, pattern) for pattern in POPULATION_FIELDS)
-
-
-def population_differences(configs: Sequence[ml_collections.ConfigDict]) -> list[str]:
-  """The population fields in which the configs differ."""
-  return [k for k in differing_fields(configs) if _varies(k)]
-
-
-def fixed_key(config: ml_collections.ConfigDict) -> str:
-  """What members of one population must share: every field but the population fields."""
-  return repr(sorted((k, repr(v)) for k, v in _flat(config).items() if not _varies(k)))
-
-
-def check_population(configs: Sequence[ml_collections.ConfigDict]) -> None:
-  """Raises JaxkdError unless the configs differ only where a population can."""
-  if not configs:
-    raise JaxkdError("a population needs at least one member.")
-  fixed = [k for k in differing_fields(configs) if not _varies(k)]
-  if fixed:
-    raise JaxkdError(f"these members differ in {fixed}, which a population cannot vary (its "
-                     f"members differ only in {list(POPULATION_FIELDS)}); run them apart.")
-  first = configs[0]
-  if first.get("stages"):
-    raise JaxkdError("populations do not run config.stages; train staged recipes one by one.")
-  if first.optimizer.get("max_norm") and "optimizer.learning_rate" in differing_fields(configs):
-    raise JaxkdError("a population over optimizer.learning_rate scales each member's updates, "
-                     "which optimizer.max_norm's projection does not allow; fix the rate or "
-                     "drop max_norm.")
-  for label, spec in first.distill.terms.items():
-    for name in ("weight", "temperature"):
-      kind = spec.get(f"{name}_schedule", "constant")
-      if kind != "constant" and f"distill.terms.{label}.{name}" in differing_fields(configs):
-        raise JaxkdError(f"distill.terms.{label}.{name} follows a '{kind}' schedule: a "
-                         "population varies constant values only.")
-
-
-def group_populations(configs: Sequence[ml_collections.ConfigDict]) -> list[list[int]]:
-  """Positions of `configs` that train together: configs that differ only in population
-  fields. Those of one seed share batches and the teacher, so a grid over hyperparameters
-  and seeds makes one population per seed; a grid over seeds alone, one population. A
-  group that cannot be a population (e.g. a varied field under a schedule) and groups of
-  one are left out: those configs train one by one."""
-  groups: dict[str, list[int]] = {}
-  for position, config in enumerate(configs):
-    groups.setdefault(fixed_key(config), []).append(position)
-  populations = []
-  for members in groups.values():
-    varied = any(key != "seed" for key in population_differences([configs[i] for i in members]))
-    by_seed: dict[int, list[int]] = {}
-    for i in members:
-      by_seed.setdefault(configs[i].seed if varied else 0, []).append(i)
-    for group in by_seed.values():
-      if len(group) > 1:
-        try:
-          check_population([configs[i] for i in group])
-        except JaxkdError:
-          continue
-        populations.append(group)
-  return populations
+DEVICE_TABLE_LIMIT_BYTES = 2 << 30  # Seed populations gather batches on device below this.
 
 
 def hyperparameters(runs: Sequence[Run]) -> dict:
-  """Each member's traced values: {'learning_rate_scale': [S], 'terms': {label: {...: [S]}}}."""
+  """Each member's traced values: {'learning_rate_scale': [S], 'terms': {label: {...: [S]}},
+  and where members differ in them 'mixup_alpha': [S], 'model': {field: [S]}}."""
+  varied = set(population_differences([r.config for r in runs]))
+  vector = lambda values: jnp.asarray(values, jnp.float32)
   first = runs[0].config.optimizer.get("learning_rate") or 1.0
   terms = {}
   for term in runs[0].spec.objective.terms:
-    values = {"weight": [r.config.distill.terms[term.label]["weight"] for r in runs]}
+    specs = [r.config.distill.terms[term.label] for r in runs]
+    values = {"weight": [spec["weight"] for spec in specs]}
     if term.temperature is not None:
       default = float(term.temperature(0))
-      values["temperature"] = [r.config.distill.terms[term.label].get("temperature", default)
-                               for r in runs]
-    terms[term.label] = {k: jnp.asarray(v, jnp.float32) for k, v in values.items()}
+      values["temperature"] = [spec.get("temperature", default) for spec in specs]
+    if f"distill.terms.{term.label}.label_smoothing" in varied:
+      default = getattr(term.method, "label_smoothing", 0.0)
+      values["label_smoothing"] = [spec.get("label_smoothing", default) for spec in specs]
+    terms[term.label] = {k: vector(v) for k, v in values.items()}
   scale = [(r.config.optimizer.get("learning_rate") or 1.0) / first for r in runs]
-  return {"learning_rate_scale": jnp.asarray(scale, jnp.float32), "terms": terms}
+  hparams = {"learning_rate_scale": vector(scale), "terms": terms}
+  if "dataset.mixup_alpha" in varied:
+    hparams["mixup_alpha"] = vector([r.config.dataset.get("mixup_alpha", 0.0) for r in runs])
+  model_fields = sorted(k.split(".", 1)[1] for k in varied if k.startswith("model."))
+  if model_fields:
+    model = runs[0].spec.model
+    hparams["model"] = {f: vector([r.config.model.get(f, getattr(model, f)) for r in runs])
+                        for f in model_fields}
+  return hparams
 
 
-def make_population_step(run: Run, shared: bool):
-  """step(states, hparams, teacher_variables, batch) -> (states, metrics [S, ...]), jitted."""
+def with_weight_decay(states, runs: Sequence[Run]):
+  """The stacked states with each member's optimizer.weight_decay in its optimizer state."""
+  values = jnp.asarray([r.config.optimizer.get("weight_decay", 0.0) for r in runs], jnp.float32)
+  if optax.tree.get(states.opt_state, "weight_decay", None) is None:
+    raise JaxkdError("members differ in optimizer.weight_decay, but this optimizer keeps no "
+                     "weight_decay in its state (jaxkd.optim.decayed_weights does): fix the "
+                     "decay, or build the optimizer with jaxkd.optim.")
+  return states.replace(opt_state=optax.tree.set(states.opt_state, weight_decay=values))
+
+
+def member_sharding(mesh) -> NamedSharding:
+  """The member axis (leading) split over the mesh's devices."""
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def batch_layout(mesh, shared_batch: bool, split: str) -> NamedSharding:
+  """Where a step's batch lives: one batch for all (shared_batch) or one per member
+  ([S, B, ...]), split over the devices by batch or, with split='member', whole on the
+  devices holding the members that read it."""
+  if split == "member":
+    return replicated(mesh) if shared_batch else member_sharding(mesh)
+  return batch_sharding(mesh) if shared_batch else NamedSharding(mesh,
+                                                                 PartitionSpec(None, DATA_AXIS))
+
+
+def make_population_step(run: Run, shared_batch: bool, shared_prepare: bool,
+                         split: str = "batch", gather: bool = False):
+  """step(states, hparams, teacher_variables, batch, table) -> (states, metrics [S, ...]),
+  jitted. shared_prepare: members share batch, augmentation and mixup, so the teachers run
+  once per step for all (outside the vmap); otherwise each member prepares its own view.
+  split: the member axis ('member') or the batch axis ('batch') over the devices. gather:
+  `batch` holds only each member's example indices [S, B] and `table` the training data on
+  device, from which the step gathers the members' batches."""
   spec, mesh = run.spec, run.mesh
 
-  def step(states, hparams, teacher_variables, batch):
-    if shared:  # One teacher forward for all: members share seed, batch and keys.
+  def step(states, hparams, teacher_variables, batch, table):
+    if gather:
+      batch = {**{k: v[batch] for k, v in table.items()}, "index": batch,
+               "mask": jnp.ones(batch.shape, jnp.float32)}
+    if shared_prepare:
       first = jax.tree.map(lambda x: x[0], (states.rng, states.step))
       prepared = prepare(spec, *first, teacher_variables, batch)
       return jax.vmap(lambda s, h: update(spec, s, prepared, batch, h))(states, hparams)
-    return jax.vmap(lambda s, h, b: update(spec, s, prepare(spec, s.rng, s.step,
-                                                             teacher_variables, b), b, h))(
-        states, hparams, batch)
 
-  batches = batch_sharding(mesh) if shared else NamedSharding(mesh, PartitionSpec(None, DATA_AXIS))
+    def member(s, h, b):
+      return update(spec, s, prepare(spec, s.rng, s.step, teacher_variables, b,
+                                     h.get("mixup_alpha")), b, h)
+
+    return jax.vmap(member, in_axes=(0, 0, None if shared_batch else 0))(states, hparams, batch)
+
+  members = member_sharding(mesh) if split == "member" else replicated(mesh)
   teacher_shardings = jax.tree.map(lambda x: x.sharding, run.teacher_variables)
-  return jax.jit(step, in_shardings=(replicated(mesh), replicated(mesh), teacher_shardings,
-                                     batches),
-                 out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)
+  return jax.jit(step, in_shardings=(members, members, teacher_shardings,
+                                     batch_layout(mesh, shared_batch, split), replicated(mesh)),
+                 out_shardings=(members, members), donate_argnums=0)
+
+
+def device_table(run: Run):
+  """The training data on the devices (replicated), for gathering batches there; None where
+  it cannot be (streamed data, or larger than DEVICE_TABLE_LIMIT_BYTES)."""
+  batches, data = run.batches, run.train_data
+  if not hasattr(batches, "indices") or not hasattr(data, "images"):
+    return None
+  host = {data.kind: data.images, "label": data.labels, **batches.extras}
+  if sum(np.asarray(v).nbytes for v in host.values()) > DEVICE_TABLE_LIMIT_BYTES:
+    return None
+  return {k: jax.device_put(np.asarray(v), replicated(run.mesh)) for k, v in host.items()}
 
 
 def _member_start(run: Run):
@@ -200,16 +181,53 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
   else:
     runs = [first] + [assemble(c, w, raw, mesh) for c, w in zip(configs[1:], workdirs[1:])]
   eval_step = first.eval_step  # One architecture: one compiled evaluation for every member.
-  say(f"population of {len(runs)} {configs[0].model.name} students: "
-      + ("one batch sequence and one teacher forward per step for all (shared seed)" if shared
-         else "each member its own seed, batches and teacher forward"))
+  varied = population_differences(configs)
+  shared_prepare = shared and "dataset.mixup_alpha" not in varied
+  split = configs[0].train.get("population_split", "batch")
+  devices = first.mesh.devices.size
+  if split == "member" and len(runs) % devices:
+    raise JaxkdError(f"train.population_split='member' puts whole members on each of the "
+                     f"{devices} devices: give a multiple of {devices} members (not "
+                     f"{len(runs)}), or split by batch.")
+  table = None if shared else device_table(first)
+  if "teacher_logits" in getattr(first.batches, "extras", {}):
+    teacher = "cached soft labels, no teacher forward"
+  elif first.spec.objective.needs_teacher:
+    teacher = ("one teacher forward per step for all" if shared_prepare else
+               "a teacher forward per member")
+  else:
+    teacher = "no teacher"
+  say(f"population of {len(runs)} {configs[0].model.name} students, split over {devices} "
+      f"device(s) by {split}; "
+      + ("one batch sequence for all (shared seed)" if shared_prepare else
+         "one batch sequence, each member its own mixup" if shared else
+         "each member its own seed and batches, gathered "
+         + ("on the device from the data held there" if table is not None else "on the host"))
+      + f"; {teacher}")
   starts = [_member_start(r) for r in runs]
   if len({int(s.step) for s in starts}) > 1:
     raise JaxkdError(f"the members' workdirs hold checkpoints at steps "
                      f"{[int(s.step) for s in starts]}; a population steps its members together: "
                      "finish them one by one (jaxkd.sweep --novectorize) or start fresh workdirs.")
   states = jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
-  hparams, step_fn = hyperparameters(runs), make_population_step(first, shared)
+  if "optimizer.weight_decay" in varied:
+    states = with_weight_decay(states, runs)
+  members = member_sharding(first.mesh) if split == "member" else replicated(first.mesh)
+  states, hparams = jax.device_put((states, hyperparameters(runs)), members)
+  step_fn = make_population_step(first, shared, shared_prepare, split, table is not None)
+  layout = batch_layout(first.mesh, shared, split)
+
+  def batch_at(step: int):
+    if shared:
+      host = first.batches.batch(step)
+    elif table is not None:
+      host = np.stack([r.batches.indices(step) for r in runs]).astype(np.int32)
+      return jax.make_array_from_process_local_data(layout, host)
+    else:
+      each = [r.batches.batch(step) for r in runs]
+      host = {k: np.stack([h[k] for h in each]) for k in each[0]}
+    return {k: jax.make_array_from_process_local_data(layout, v) for k, v in host.items()}
+
   config = first.config
   checkpointer = Checkpointer(population_dir, config.train.checkpoint_every_steps
                               or first.steps_per_epoch, config.train.keep_checkpoints)
@@ -221,18 +239,12 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
   for run, writer in zip(runs, writers):
     write_run_files(run.workdir, run.config, run.mesh, run.train_data)
     writer.write_hparams(run.config)
-  stacked = NamedSharding(first.mesh, PartitionSpec(None, DATA_AXIS))
   eval_every = config.train.eval_every_steps or first.steps_per_epoch
   pending, last, stopped = [], time.perf_counter(), None
   with stop_on_signals(jax.process_count()) as stop:
     for step in range(start + 1, first.total_steps + 1):
-      if shared:
-        batch = shard_batch(first.batches.batch(step - 1), first.mesh)
-      else:
-        host = [r.batches.batch(step - 1) for r in runs]
-        batch = {k: jax.make_array_from_process_local_data(stacked, np.stack([h[k] for h in host]))
-                 for k in host[0]}
-      states, metrics = step_fn(states, hparams, first.teacher_variables, batch)
+      states, metrics = step_fn(states, hparams, first.teacher_variables, batch_at(step - 1),
+                                table)
       pending.append(metrics)
       final = step == first.total_steps
       if (step % config.train.log_every_steps == 0 or step % checkpointer.every_steps == 0

@@ -73,6 +73,11 @@ class StepSpec:
   student_eval_mode: bool = False
 
 
+def _cast_input(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
+  """A model input in the compute dtype; token ids stay integers."""
+  return x if jnp.issubdtype(x.dtype, jnp.integer) else x.astype(dtype)
+
+
 def _cast(tree: Any, dtype: jnp.dtype) -> Any:
   """The floating arrays of `tree` in `dtype` (float32: unchanged, no copy traced)."""
   return tree if dtype == jnp.float32 else cast_floating(tree, dtype)
@@ -84,11 +89,11 @@ def teacher_outputs(spec: StepSpec, teacher_variables: Sequence[dict], batch: Ba
   the batch's cached soft labels, or computed by the online teachers when a term needs them."""
   if "teacher_logits" in batch:
     return jnp.swapaxes(batch["teacher_logits"].astype(jnp.float32), 0, 1), {}
-  if not spec.objective.needs_teacher:
+  if not spec.objective.needs_teacher or "teacher_topk_ids" in batch:
     return None, {}
   dtype, paths = spec.precision.teacher, spec.objective.teacher_paths
-  outputs = [to_float32(apply_with_features(teacher, _cast(variables, dtype), inputs.astype(dtype),
-                                            paths))
+  outputs = [to_float32(apply_with_features(teacher, _cast(variables, dtype),
+                                            _cast_input(inputs, dtype), paths))
              for teacher, variables in zip(spec.teachers, teacher_variables)]
   logits = jnp.stack([logits for logits, _, _ in outputs])
   features = {path: jnp.stack([features[path] for _, features, _ in outputs]) for path in paths}
@@ -106,39 +111,47 @@ class Prepared:
   teacher_features: dict
   dropout_key: jax.Array
   objective_key: jax.Array
+  teacher_topk: tuple | None = None
 
 
 def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: Sequence[dict],
-            batch: Batch) -> Prepared:
-  """The batch as the student will see it, and the teachers' outputs on that view."""
+            batch: Batch, mixup_alpha: jax.Array | None = None) -> Prepared:
+  """The batch as the student will see it, and the teachers' outputs on that view.
+  `mixup_alpha` (traced: a population member's) replaces spec.mixup_alpha; 0 mixes nothing."""
   augment_key, dropout_key, mixup_key, objective_key = jax.random.split(
       jax.random.fold_in(rng, step), 4)
   inputs = model_input(batch, spec.preprocess, augment_key)
   targets = jax.nn.one_hot(batch["label"], spec.num_classes)
-  if spec.mixup_alpha > 0:
-    inputs, targets = mixup(mixup_key, inputs, targets, spec.mixup_alpha)
+  if mixup_alpha is not None or spec.mixup_alpha > 0:
+    inputs, targets = mixup(mixup_key, inputs, targets,
+                            spec.mixup_alpha if mixup_alpha is None else mixup_alpha)
   teacher_logits, teacher_features = teacher_outputs(spec, teacher_variables, batch, inputs)
-  return Prepared(inputs, targets, teacher_logits, teacher_features, dropout_key, objective_key)
+  topk = (batch["teacher_topk_logprobs"], batch["teacher_topk_ids"]) if (
+      "teacher_topk_ids" in batch) else None
+  return Prepared(inputs, targets, teacher_logits, teacher_features, dropout_key, objective_key,
+                  topk)
 
 
 def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
            hparams: dict | None = None) -> tuple[TrainState, dict]:
   """One update of the student and the objective's learnable parts. `hparams` (a
   population member's traced values, jaxkd.population): 'terms' overrides the terms'
-  weights and temperatures, 'learning_rate_scale' scales the updates."""
+  weights, temperatures and options, 'model' the model's fields (its traced_fields, e.g.
+  a dropout rate), 'learning_rate_scale' scales the updates."""
   student_dtype, eval_mode = spec.precision.student, spec.student_eval_mode
+  model = spec.model.clone(**hparams["model"]) if (hparams or {}).get("model") else spec.model
 
   def loss_fn(trainable):
     variables = {"params": _cast(trainable["params"], student_dtype), **state.model_state}
     logits, features, new_model_state = to_float32(apply_with_features(
-        spec.model, variables, prepared.inputs.astype(student_dtype),
+        model, variables, _cast_input(prepared.inputs, student_dtype),
         spec.objective.student_paths, train=not eval_mode,
         rngs={"dropout": prepared.dropout_key},
         mutable=[] if eval_mode else list(state.model_state)))
     term_inputs = TermInputs(logits, prepared.teacher_logits, batch["label"], prepared.targets,
                              state.step, spec.steps_per_epoch, features,
                              prepared.teacher_features, batch["index"], prepared.objective_key,
-                             batch.get("mask"))
+                             batch.get("mask"), teacher_topk=prepared.teacher_topk)
     loss, term_metrics, aux_state = spec.objective(term_inputs, trainable["aux"], state.aux_state,
                                                    (hparams or {}).get("terms"))
     return loss, (logits, new_model_state, term_metrics, aux_state)
@@ -160,7 +173,8 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
       lambda g, is_frozen: jnp.zeros_like(g) if is_frozen else g, grads, spec.frozen)
   correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
   # Accuracy on the labeled examples that count (a transfer set's unlabeled ones have none).
-  mask = batch.get("mask", jnp.ones_like(correct)) * (batch["label"] >= 0)
+  mask = batch.get("mask", jnp.ones(correct.shape[:1]))
+  mask = mask.reshape(mask.shape + (1,) * (correct.ndim - 1)) * (batch["label"] >= 0)
   metrics = {"loss": loss, "accuracy": jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0),
              "grad_norm": optax.tree.norm(measured), **term_metrics}
   if spec.schedule is not None:

@@ -249,7 +249,7 @@ class Sweep:
   def populations(self, indices: Sequence[int]) -> list[list[int]]:
     """The cells among `indices` that are neither finished nor started, grouped into
     populations (jaxkd.population.group_populations); groups of one are left out."""
-    from jaxkd.population import group_populations
+    from jaxkd.population_fields import group_populations
 
     fresh = [i for i in indices if self.state(self.cells[i]) == "-"]
     return [[fresh[j] for j in group]

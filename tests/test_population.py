@@ -25,15 +25,18 @@ def data_and_teacher(tmp_path_factory):
   return root
 
 
-def _member(root, seed=0, temperature=4.0, weight=0.5, learning_rate=0.1, steps=12):
+def _member(root, seed=0, temperature=4.0, weight=0.5, learning_rate=0.1, steps=12,
+            weight_decay=0.0, label_smoothing=0.0, mixup_alpha=0.0, dropout=0.2):
   config = toy_config(num_steps=steps, log_every_steps=4, checkpoint_every_steps=4,
                       eval_every_steps=6)
   config.dataset.path = str(root / "toy.npz")
-  config.model.dropout = 0.2  # Dropout keys must match too.
+  config.dataset.mixup_alpha = mixup_alpha
+  config.model.dropout = dropout  # Dropout keys must match too.
   config.seed = seed
   config.optimizer.learning_rate = learning_rate
+  config.optimizer.weight_decay = weight_decay
   config.distill.teachers = (str(root / "teacher"),)
-  config.distill.terms = {"ce": {"weight": 1.0 - weight},
+  config.distill.terms = {"ce": {"weight": 1.0 - weight, "label_smoothing": label_smoothing},
                           "kd": {"weight": weight, "temperature": temperature}}
   return config
 
@@ -50,7 +53,9 @@ def _assert_close(a, b, **tolerance):
 @pytest.mark.parametrize("members", [
     [dict(temperature=1.0), dict(temperature=4.0, weight=0.9), dict(learning_rate=0.05)],
     [dict(seed=0), dict(seed=1)],
-], ids=["hyperparameters", "seeds"])
+    [dict(weight_decay=0.05, label_smoothing=0.2), dict(dropout=0.5),
+     dict(mixup_alpha=0.4, weight_decay=0.01)],
+], ids=["hyperparameters", "seeds", "decay-smoothing-dropout-mixup"])
 def test_each_member_equals_its_config_trained_alone(data_and_teacher, tmp_path, members):
   root = data_and_teacher
   configs = [_member(root, **m) for m in members]
@@ -113,3 +118,31 @@ def test_a_member_whose_loss_is_not_finite_stops_the_population_unsaved(data_and
   with pytest.raises(JaxkdError, match="of population member 1 became"):
     population.train_population(configs, [tmp_path / "a", tmp_path / "b"], tmp_path / "p")
   assert not list((tmp_path / "p" / "checkpoints").glob("*"))  # No bad state was saved.
+
+
+@pytest.mark.parametrize("members", [
+    [dict(temperature=1.0), dict(temperature=8.0)],
+    [dict(seed=0), dict(seed=1, learning_rate=0.05)],
+], ids=["shared-batch", "own-batches"])
+def test_a_population_split_by_member_equals_one_split_by_batch(data_and_teacher, tmp_path,
+                                                               members):
+  mesh = make_mesh(jax.devices()[:2])
+  params = {}
+  for split in ("batch", "member"):
+    configs = [_member(data_and_teacher, **m) for m in members]
+    for config in configs:
+      config.train.population_split = split
+    workdirs = [tmp_path / split / f"member{i}" for i in range(len(configs))]
+    population.train_population(configs, workdirs, tmp_path / split / "population", mesh)
+    params[split] = [_params(w) for w in workdirs]
+  for by_batch, by_member in zip(params["batch"], params["member"]):
+    _assert_close(by_batch, by_member, rtol=2e-5, atol=2e-6)
+
+
+def test_a_member_split_needs_whole_members_per_device(data_and_teacher, tmp_path):
+  configs = [_member(data_and_teacher, temperature=t) for t in (1.0, 2.0, 4.0)]
+  for config in configs:
+    config.train.population_split = "member"
+  with pytest.raises(JaxkdError, match="multiple of 2 members"):
+    population.train_population(configs, [tmp_path / str(i) for i in range(3)], tmp_path / "p",
+                                make_mesh(jax.devices()[:2]))

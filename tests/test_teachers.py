@@ -184,6 +184,19 @@ def test_pipeline_writes_the_report(toy_teacher, tmp_path):
   assert "Distillation" in markdown and "| seed | baseline errors |" in markdown
   assert json.loads((tmp_path / "distilled" / "seed=1" / "config.json").read_text())["seed"] == 1
   assert json.loads((tmp_path / "distilled" / "seed=0" / "config.json").read_text())["distill"]["soft_labels"]
+  # The seeds trained as one population per arm; one by one, each seed's run is the same.
+  assert (tmp_path / "distilled" / "population").is_dir()
+  config.vectorize_seeds = False
+  sequential = pipeline.run(config, tmp_path / "sequential")
+  assert not (tmp_path / "sequential" / "distilled" / "population").exists()
+  for role in ("baseline", "distilled"):
+    assert ([r["test_errors"] for r in sequential[role]["per_seed"]] ==
+            [r["test_errors"] for r in report[role]["per_seed"]])
+    for seed in (0, 1):
+      for a, b in zip(*(jax.tree.leaves(load_run(root / role / f"seed={seed}",
+                                                 make_mesh()).variables["params"])
+                        for root in (tmp_path, tmp_path / "sequential"))):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
 
 
 def test_sharded_bfloat16_teacher_from_the_config(toy_teacher, tmp_path, monkeypatch):

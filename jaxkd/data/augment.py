@@ -53,8 +53,13 @@ def random_flip(key: jax.Array, images: jax.Array) -> jax.Array:
 def mixup(key: jax.Array, images: jax.Array, targets: jax.Array, alpha: float
           ) -> tuple[jax.Array, jax.Array]:
   """Zhang et al. 2018: mixes each example with its neighbour in the batch (rolled by
-  one) with one Beta(alpha, alpha) ratio; targets are mixed the same way."""
-  ratio = jax.random.beta(key, alpha, alpha)
+  one) with one Beta(alpha, alpha) ratio; targets are mixed the same way. A traced alpha
+  (a population member's) of 0 mixes nothing."""
+  if isinstance(alpha, (int, float)):
+    ratio = jax.random.beta(key, alpha, alpha)
+  else:
+    safe = jnp.where(alpha > 0, alpha, 1.0)
+    ratio = jnp.where(alpha > 0, jax.random.beta(key, safe, safe), 1.0)
   mix = lambda x: ratio * x + (1.0 - ratio) * jnp.roll(x, 1, axis=0)
   return mix(images), mix(targets)
 

@@ -21,6 +21,9 @@ def ce(inputs: TermInputs, label_smoothing: float = 0.0) -> jax.Array:
 
 
 def labeled_weights(inputs: TermInputs) -> jax.Array:
-  """1 for the examples with a label (label >= 0) that count (mask), else 0: [B]."""
+  """1 for the examples (or tokens: labels [B, T]) with a label (label >= 0) that count
+  (mask [B]), else 0: the labels' shape."""
   weights = (inputs.labels >= 0).astype(jnp.float32)
-  return weights if inputs.mask is None else weights * inputs.mask
+  if inputs.mask is None:
+    return weights
+  return weights * inputs.mask.reshape(inputs.mask.shape + (1,) * (weights.ndim - 1))

@@ -179,11 +179,14 @@ class Objective:
                ) -> tuple[jax.Array, dict, dict]:
     """Returns (total loss, {'loss/label': unweighted term value, 'weight/label': weight,
     'label/name': a method's own metrics}, updated running state of the methods).
-    overrides {label: {'weight': w, 'temperature': t}} replaces constant values (traced:
-    a population member's, jaxkd.population)."""
+    overrides {label: {'weight': w, 'temperature': t, option: value}} replaces constant
+    values and the method's options (traced: a population member's, jaxkd.population)."""
     total, metrics, new_aux_state = 0.0, {}, dict(aux_state or {})
     for term in self.terms:
       given = (overrides or {}).get(term.label, {})
+      options = {k: v for k, v in given.items() if k not in ("weight", "temperature")}
+      if options:  # A population member's traced option values (e.g. label_smoothing).
+        term = dataclasses.replace(term, method=term.method.clone(**options))
       temperature = given.get("temperature", self._temperature(term, inputs.step))
       view = inputs.replace(temperature=temperature)
       state = (aux_state or {}).get(term.label)

@@ -45,6 +45,8 @@ class TermInputs:
   or mixed by mixup); step and steps_per_epoch for warm-ups; the captured
   features of the paths that feature terms name; index [B] stable example indices
   (memory banks); key the step's randomness; mask [B] 1 for examples that count.
+  Language models: logits [B, T, V], labels [B, T] (-1 where a token does not count),
+  teacher_topk a cached teacher's top-k instead of teacher_logits (token_divergences).
   Set by the objective for each term: student / teacher, the features at the term's
   own paths (a tuple for a tuple of paths; the teacher's for one teacher), and
   temperature, the step's value of a `temperature` option that follows a schedule.
@@ -64,6 +66,7 @@ class TermInputs:
   student: Any = None
   teacher: Any = None
   temperature: Any = None
+  teacher_topk: Any = None  # A cached LM teacher: (log-probs, token ids), each [B, T, k].
 
 
 class Method(nn.Module):
