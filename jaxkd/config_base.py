@@ -50,6 +50,11 @@ def base_config() -> ml_collections.ConfigDict:
       # that divides evenly; small or indivisible arrays stay whole): a teacher too big
       # for one device. Gathered layer by layer in the step; the student is unchanged.
       shard_teacher=False,
+      # Language models: with probability `fraction` a batch of sequences the student
+      # generates from `prompt_len` tokens of the data, scored by the teacher (GKD;
+      # generator='teacher': sequence-level KD). jaxkd.on_policy.
+      on_policy=ml_collections.ConfigDict(dict(fraction=0.0, prompt_len=16, temperature=1.0,
+                                               generator="student")),
   ))
 
   # What the student distils on, when it is not simply the training split: class filters,

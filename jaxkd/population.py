@@ -122,7 +122,7 @@ def make_population_step(run: Run, shared_batch: bool, shared_prepare: bool,
 
     def member(s, h, b):
       return update(spec, s, prepare(spec, s.rng, s.step, teacher_variables, b,
-                                     h.get("mixup_alpha")), b, h)
+                                     h.get("mixup_alpha"), s.variables()), b, h)
 
     return jax.vmap(member, in_axes=(0, 0, None if shared_batch else 0))(states, hparams, batch)
 
@@ -182,7 +182,8 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
     runs = [first] + [assemble(c, w, raw, mesh) for c, w in zip(configs[1:], workdirs[1:])]
   eval_step = first.eval_step  # One architecture: one compiled evaluation for every member.
   varied = population_differences(configs)
-  shared_prepare = shared and "dataset.mixup_alpha" not in varied
+  shared_prepare = (shared and "dataset.mixup_alpha" not in varied
+                    and first.spec.on_policy is None)  # Each member generates its own.
   split = configs[0].train.get("population_split", "batch")
   devices = first.mesh.devices.size
   if split == "member" and len(runs) % devices:
@@ -190,7 +191,7 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
                      f"{devices} devices: give a multiple of {devices} members (not "
                      f"{len(runs)}), or split by batch.")
   table = None if shared else device_table(first)
-  if "teacher_logits" in getattr(first.batches, "extras", {}):
+  if {"teacher_logits", "teacher_topk_ids"} & set(getattr(first.batches, "extras", {})):
     teacher = "cached soft labels, no teacher forward"
   elif first.spec.objective.needs_teacher:
     teacher = ("one teacher forward per step for all" if shared_prepare else

@@ -71,6 +71,30 @@ def split_largest_axis(tree: Any, mesh: Mesh, min_elements: int | None = None) -
   return jax.tree.map(sharding, tree)
 
 
+# Tensor parallelism over the 'data' devices: attention heads, MLP units and the vocabulary
+# split, the model width kept whole (Megatron-LM's layout of a Transformer).
+TENSOR_RULES = {"heads": DATA_AXIS, "mlp": DATA_AXIS, "vocab": DATA_AXIS}
+
+
+def logical_shardings(tree: Any, axes: Any, mesh: Mesh, rules: dict | None = None) -> Any:
+  """Shardings of `tree` from each array's logical axis names (`axes`: a tree of tuples,
+  e.g. jaxkd.models.transformer.param_logical_axes): `rules` maps a name to a mesh axis
+  (default TENSOR_RULES). A dimension is split only where it divides evenly, and each mesh
+  axis at most once per array; the rest is replicated."""
+  rules = TENSOR_RULES if rules is None else rules
+
+  def sharding(names, x):
+    spec, used = [], set()
+    for size, name in zip(x.shape, names):
+      axis = rules.get(name)
+      split = axis is not None and axis not in used and size % mesh.shape[axis] == 0
+      spec.append(axis if split else None)
+      used.update([axis] if split else [])
+    return NamedSharding(mesh, PartitionSpec(*spec))
+
+  return jax.tree.map(sharding, axes, tree, is_leaf=lambda a: isinstance(a, tuple))
+
+
 def place(tree: Any, shardings: Any, dtype: Any = None) -> Any:
   """`tree` laid out as `shardings` (a matching pytree), its floating arrays cast to `dtype`
   if given; one jitted copy, so it also works with arrays spanning several processes."""

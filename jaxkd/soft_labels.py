@@ -1,4 +1,6 @@
 """Cached soft labels: a teacher's logits for every training example, keyed by index.
+For a language model (per-token labels), its top-k log-probabilities at every position of
+every sequence (top_k = 0: all V), keyed by (index, position).
 
   python -m jaxkd.soft_labels --teacher=runs/teacher --out=runs/teacher/soft_labels.npz \
       [--dtype=float16] [--top_k=0] [--config=<a student's config: its transfer set>]
@@ -41,7 +43,7 @@ def write_soft_labels(teacher_workdir: str | pathlib.Path, out: str | pathlib.Pa
   check_batch_size(batch_size, mesh, "batch_size")
   run = load_run(teacher_workdir, mesh)
   data = load_split(run.config.dataset, "train") if data is None else data
-  logits = predict_logits(run, data, batch_size, mesh)
+  logits = predict_logits(run, data, batch_size, mesh) if data.labels.ndim == 1 else None
   fields = preprocessing(run.config.dataset, data.image_shape[-1])
   meta = {"dataset": data.name, "split": data.split, "count": len(data),
           "fingerprint": data.fingerprint(), "num_classes": data.num_classes,
@@ -49,7 +51,11 @@ def write_soft_labels(teacher_workdir: str | pathlib.Path, out: str | pathlib.Pa
           "teacher_workdir": str(pathlib.Path(teacher_workdir).absolute()), "teacher_step": run.step,
           "dtype": dtype, "top_k": top_k}
   arrays = {"index": np.arange(len(data), dtype=np.int64)}
-  if top_k:
+  if data.labels.ndim == 2:  # A language model: top-k log-probabilities per token.
+    k = top_k or data.num_classes
+    meta.update(top_k=k, temperature=1.0)
+    arrays.update(token_top_k(run, data, k, batch_size, mesh, dtype))
+  elif top_k:
     top = np.argsort(-logits, axis=1)[:, :top_k]
     arrays["top_k_index"] = top.astype(np.int32)
     arrays["top_k_logits"] = np.take_along_axis(logits, top, axis=1).astype(dtype)
@@ -63,9 +69,36 @@ def write_soft_labels(teacher_workdir: str | pathlib.Path, out: str | pathlib.Pa
   return out
 
 
+def token_top_k(run, data: ArrayDataset, k: int, batch_size: int, mesh, dtype: str) -> dict:
+  """A language model's top-k log-probabilities (temperature 1) and their token ids at every
+  position of `data`: {'token_top_k_logprobs': [N, T, k] dtype, 'token_top_k_ids': [N, T, k]
+  (uint8 for vocabularies up to 256 tokens, else int32)}, computed on the devices."""
+  import jax
+
+  from jaxkd.sharding import batch_sharding, shard_batch
+
+  if not 0 < k <= data.num_classes:
+    raise JaxkdError(f"top_k={k}: it must be between 1 and the vocabulary's {data.num_classes}.")
+
+  def top(variables, tokens):
+    logits = run.model.apply(variables, tokens, train=False).astype(np.float32)
+    return jax.lax.top_k(jax.nn.log_softmax(logits, axis=-1), k)
+
+  top = jax.jit(top, out_shardings=batch_sharding(mesh))
+  values, ids = [], []
+  for batch in data.eval_batches(batch_size):
+    v, i = jax.device_get(top(run.variables, shard_batch({"t": batch["tokens"]}, mesh)["t"]))
+    keep = batch["mask"] > 0
+    values.append(np.asarray(v)[keep].astype(dtype))
+    ids.append(np.asarray(i)[keep].astype(np.uint8 if data.num_classes <= 256 else np.int32))
+  return {"token_top_k_logprobs": np.concatenate(values), "token_top_k_ids": np.concatenate(ids)}
+
+
 def load_soft_labels(path: str | pathlib.Path, data: ArrayDataset, preprocess_fields: dict
-                     ) -> np.ndarray:
-  """Dense float32 logits [N, C] for `data`, after checking the cache was made for it."""
+                     ) -> np.ndarray | dict:
+  """Dense float32 logits [N, C] for `data`, after checking the cache was made for it; for
+  a language model's cache, the batch extras {'teacher_topk_logprobs': [N, T, k] float32,
+  'teacher_topk_ids': [N, T, k] int32} (jaxkd.distill.token_divergences reads them)."""
   path = pathlib.Path(path)
   if not path.exists():
     raise JaxkdError(f"soft label cache {path} does not exist; write it with "
@@ -89,6 +122,9 @@ def load_soft_labels(path: str | pathlib.Path, data: ArrayDataset, preprocess_fi
     raise JaxkdError(f"soft label cache {path} covers indices {index.min()}..{index.max()} "
                      f"({len(index)} rows); the data has indices 0..{len(data) - 1}. Write it "
                      f"again: python -m jaxkd.soft_labels --teacher=<teacher workdir> --out={path}")
+  if "token_top_k_ids" in arrays:
+    return {"teacher_topk_logprobs": arrays["token_top_k_logprobs"].astype(np.float32),
+            "teacher_topk_ids": arrays["token_top_k_ids"].astype(np.int32)}
   logits = np.full((len(data), data.num_classes), MISSING_LOGIT, np.float32)
   if "logits" in arrays:
     logits[index] = arrays["logits"].astype(np.float32)

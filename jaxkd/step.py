@@ -20,6 +20,7 @@ from jax.sharding import Mesh
 from jaxkd.data.augment import Preprocess, mixup, model_input
 from jaxkd.distill import Objective, TermInputs
 from jaxkd.features import apply_with_features
+from jaxkd.on_policy import OnPolicy, on_policy_batch
 from jaxkd.precision import cast_floating, to_float32
 from jaxkd.sharding import batch_sharding, replicated
 from jaxkd.state import TrainState
@@ -71,6 +72,7 @@ class StepSpec:
   frozen: Any = None
   keep_model_state: bool = False
   student_eval_mode: bool = False
+  on_policy: OnPolicy | None = None
 
 
 def _cast_input(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -112,14 +114,22 @@ class Prepared:
   dropout_key: jax.Array
   objective_key: jax.Array
   teacher_topk: tuple | None = None
+  labels: jax.Array | None = None  # The batch's, or those of on-policy generations.
 
 
 def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: Sequence[dict],
-            batch: Batch, mixup_alpha: jax.Array | None = None) -> Prepared:
+            batch: Batch, mixup_alpha: jax.Array | None = None,
+            student_variables: dict | None = None) -> Prepared:
   """The batch as the student will see it, and the teachers' outputs on that view.
-  `mixup_alpha` (traced: a population member's) replaces spec.mixup_alpha; 0 mixes nothing."""
-  augment_key, dropout_key, mixup_key, objective_key = jax.random.split(
-      jax.random.fold_in(rng, step), 4)
+  `mixup_alpha` (traced: a population member's) replaces spec.mixup_alpha; 0 mixes nothing.
+  student_variables: the student's, for on-policy generation (spec.on_policy)."""
+  root = jax.random.fold_in(rng, step)
+  augment_key, dropout_key, mixup_key, objective_key = jax.random.split(root, 4)
+  if spec.on_policy is not None:
+    batch = on_policy_batch(
+        spec.on_policy, root, batch,
+        lambda t: spec.model.apply(student_variables, t, train=False),
+        lambda t: spec.teachers[0].apply(teacher_variables[0], t, train=False))
   inputs = model_input(batch, spec.preprocess, augment_key)
   targets = jax.nn.one_hot(batch["label"], spec.num_classes)
   if mixup_alpha is not None or spec.mixup_alpha > 0:
@@ -129,7 +139,7 @@ def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: 
   topk = (batch["teacher_topk_logprobs"], batch["teacher_topk_ids"]) if (
       "teacher_topk_ids" in batch) else None
   return Prepared(inputs, targets, teacher_logits, teacher_features, dropout_key, objective_key,
-                  topk)
+                  topk, batch["label"])
 
 
 def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
@@ -139,6 +149,7 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
   weights, temperatures and options, 'model' the model's fields (its traced_fields, e.g.
   a dropout rate), 'learning_rate_scale' scales the updates."""
   student_dtype, eval_mode = spec.precision.student, spec.student_eval_mode
+  labels = batch["label"] if prepared.labels is None else prepared.labels
   model = spec.model.clone(**hparams["model"]) if (hparams or {}).get("model") else spec.model
 
   def loss_fn(trainable):
@@ -148,7 +159,7 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
         spec.objective.student_paths, train=not eval_mode,
         rngs={"dropout": prepared.dropout_key},
         mutable=[] if eval_mode else list(state.model_state)))
-    term_inputs = TermInputs(logits, prepared.teacher_logits, batch["label"], prepared.targets,
+    term_inputs = TermInputs(logits, prepared.teacher_logits, labels, prepared.targets,
                              state.step, spec.steps_per_epoch, features,
                              prepared.teacher_features, batch["index"], prepared.objective_key,
                              batch.get("mask"), teacher_topk=prepared.teacher_topk)
@@ -171,10 +182,10 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
                             opt_state=opt_state)
   measured = grads if spec.frozen is None else jax.tree.map(
       lambda g, is_frozen: jnp.zeros_like(g) if is_frozen else g, grads, spec.frozen)
-  correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
+  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
   # Accuracy on the labeled examples that count (a transfer set's unlabeled ones have none).
   mask = batch.get("mask", jnp.ones(correct.shape[:1]))
-  mask = mask.reshape(mask.shape + (1,) * (correct.ndim - 1)) * (batch["label"] >= 0)
+  mask = mask.reshape(mask.shape + (1,) * (correct.ndim - 1)) * (labels >= 0)
   metrics = {"loss": loss, "accuracy": jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0),
              "grad_norm": optax.tree.norm(measured), **term_metrics}
   if spec.schedule is not None:
@@ -186,8 +197,8 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
 def train_step(spec: StepSpec, state: TrainState, teacher_variables: Sequence[dict],
                batch: Batch) -> tuple[TrainState, dict]:
   """One training step of one student (not jitted): prepare, then update."""
-  return update(spec, state, prepare(spec, state.rng, state.step, teacher_variables, batch),
-                batch)
+  return update(spec, state, prepare(spec, state.rng, state.step, teacher_variables, batch,
+                                     student_variables=state.variables()), batch)
 
 
 def make_train_step(spec: StepSpec, mesh: Mesh, teacher_shardings: Any = None) -> Callable:

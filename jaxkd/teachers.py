@@ -17,7 +17,8 @@ from jaxkd.soft_labels import load_soft_labels
 def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
                      train_data: ArrayDataset, preprocess_fields: dict, mesh: Mesh,
                      dtype: str = "float32"):
-  """Returns (teacher models, teacher variables, cached logits [N, K, C] or None).
+  """Returns (teacher models, teacher variables, cached logits [N, K, C] or None; for a
+  language model's cache, its batch extras: jaxkd.soft_labels.load_soft_labels).
 
   config is config.distill: `teachers` (workdirs, run online in the step) or
   `soft_labels` (cache files, one per teacher; no teacher runs at all). With
@@ -33,6 +34,11 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
       raise JaxkdError(f"feature terms (paths {list(objective.teacher_paths)}) need the teacher "
                        "online: soft label caches hold logits only. Set distill.teachers instead.")
     logits = [load_soft_labels(path, train_data, preprocess_fields) for path in caches]
+    if isinstance(logits[0], dict):  # A language model's top-k per token.
+      if len(logits) > 1:
+        raise JaxkdError("a language model distils from one cached teacher (top-k per token); "
+                         "give one distill.soft_labels file, or the teachers online.")
+      return (), (), logits[0]
     return (), (), np.stack(logits, axis=1)
   if not teachers:
     names = [t.label for t in objective.terms if t.method.uses_teacher]
@@ -48,6 +54,8 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
       raise JaxkdError(f"the teacher in {run.workdir} predicts {run.num_classes} classes but the "
                        f"student's dataset {train_data.name} has {train_data.num_classes}; "
                        "distil between models of the same classes.")
+    if getattr(train_data, "kind", "image") == "tokens":
+      continue  # No preprocessing; a causal LM reads any length up to its max_len.
     if run.image_shape != train_data.image_shape:
       raise JaxkdError(_image_shape_mismatch(run, train_data))
     teacher_fields = run.preprocess()

@@ -25,7 +25,9 @@ class ArrayDataset:
   images: the inputs, of `kind` 'image' ([N, H, W, C] or [N, H, W]: uint8 pixels, or floats
   already scaled to [0, 1]), 'features' (float [N, ...] of any rank: tables [N, D],
   sequences [N, T, F]; used as they are) or 'tokens' (integer ids [N, T]). labels: [N]
-  ints in [0, num_classes), or UNLABELED (-1) for examples whose label is not known. An
+  ints in [0, num_classes), or UNLABELED (-1) for examples whose label is not known; for
+  tokens also [N, T], each position's next token (a language model's targets; -1 where a
+  position does not count: padding, a prompt), num_classes the vocabulary size. An
   example's stable index is its position in the split: loaders keep the source's fixed
   order, so cached soft labels and memory banks can be keyed by it.
   """
@@ -57,7 +59,11 @@ class ArrayDataset:
     elif images.ndim != 2 or not np.issubdtype(images.dtype, np.integer):
       raise JaxkdError(f"{where}: tokens must be integer ids [N, T], got {images.dtype} of "
                        f"shape {images.shape}.")
-    if labels.ndim != 1 or len(labels) != len(images):
+    per_token = self.kind == "tokens" and labels.ndim == 2  # Next-token labels [N, T].
+    if per_token and labels.shape != images.shape:
+      raise JaxkdError(f"{where}: per-token labels must have the tokens' shape "
+                       f"{images.shape}, got {labels.shape}.")
+    if not per_token and (labels.ndim != 1 or len(labels) != len(images)):
       unit = "image" if self.kind == "image" else "example"
       raise JaxkdError(f"{where}: need one integer label per {unit}, got {len(images)} "
                        f"{unit}s and labels of shape {labels.shape}.")
@@ -71,7 +77,9 @@ class ArrayDataset:
 
   @property
   def num_labeled(self) -> int:
-    return int(np.sum(self.labels != UNLABELED))
+    """Examples with a label (with per-token labels: with at least one)."""
+    labeled = self.labels != UNLABELED
+    return int(np.sum(labeled if labeled.ndim == 1 else labeled.any(axis=1)))
 
   def subset(self, index: np.ndarray, split: str, labels: np.ndarray | None = None
              ) -> "ArrayDataset":

@@ -29,6 +29,10 @@ class DatasetInfo:
   streaming: bool = False  # Too large for memory: read with tf.data (jaxkd.data.streaming).
   kind: str = "image"  # image | features | tokens (jaxkd.data.arrays.KINDS)
   offline_only: bool = False  # No tfds copy: always the offline source.
+  # Builds a split from the dataset config (options such as seq_len): (inputs, labels).
+  loader: Callable[[ml_collections.ConfigDict, str], tuple[np.ndarray, np.ndarray]] | None = None
+  own_validation: bool = False  # The source has a 'validation' split (used unless
+  #                               dataset.validation_size holds one out of 'train').
 
 
 def _offline_mnist(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -56,6 +60,18 @@ DATASETS.register("sklearn_breast_cancer")(DatasetInfo(
     2, (0.0,), (1.0,), offline=sklearn_sets.breast_cancer, kind="features", offline_only=True))
 DATASETS.register("sklearn_wine")(DatasetInfo(
     3, (0.0,), (1.0,), offline=sklearn_sets.wine, kind="features", offline_only=True))
+
+
+def _shakespeare(config: ml_collections.ConfigDict, split: str):
+  from jaxkd.data import shakespeare  # Lazy: it is also run as a script.
+
+  return shakespeare.load(split, config.get("seq_len", 128), config.get("max_chars", 0))
+
+
+# Character-level Shakespeare (jaxkd.data.shakespeare): 84 tokens, split by play.
+DATASETS.register("shakespeare_char")(DatasetInfo(
+    84, (0.0,), (1.0,), kind="tokens", offline_only=True, loader=_shakespeare,
+    own_validation=True))
 
 
 def _tfds_data_dir(config: ml_collections.ConfigDict) -> str:
@@ -151,11 +167,17 @@ def training_splits(config: ml_collections.ConfigDict
   size = config.get("validation_size", 0) or 0
   train = load_source_split(config, "train")
   if not size:
-    return train, None
+    return train, load_source_split(config, "validation") if has_own_validation(config) else None
   if isinstance(train, StreamDataset):
     raise JaxkdError(f"dataset.validation_size: {config.name} is streamed, and a validation "
                      "split is carved from in-memory training data only; set it to 0.")
   return split_validation(train, size, config.get("validation_seed", 0))
+
+
+def has_own_validation(config: ml_collections.ConfigDict) -> bool:
+  """Whether config.name's source has a 'validation' split of its own (used when
+  dataset.validation_size holds none out of 'train')."""
+  return config.name in DATASETS and DATASETS.get(config.name).own_validation
 
 
 def split_validation(train: ArrayDataset, size: int, seed: int = 0
@@ -188,7 +210,9 @@ def load_source_split(config: ml_collections.ConfigDict, split: str
   if info.streaming:
     return _stream_split(name, info, _split_name(info, split), config)
   source = choose_source(name, config)
-  if source == "offline":
+  if info.loader is not None:
+    images, labels = info.loader(config, split)
+  elif source == "offline":
     images, labels = info.offline(split)
   else:
     images, labels = _load_tfds(name, split, _tfds_data_dir(config), download=True)

@@ -13,7 +13,8 @@ class ConvReg(nn.Module):
   when the student's map is twice the teacher's, a 4x4 stride-2 transposed convolution
   when it is half, else a valid convolution of kernel 1 + (student - teacher size),
   1x1 for equal sizes. Vectors get a linear map (no BatchNorm): the benchmark has no
-  hint on vectors."""
+  hint on vectors; so do sequences [T, C] (a language model's hidden states), at each
+  position: TinyBERT's (Jiao et al. 2020) H_S W_h for students narrower than the teacher."""
 
   features: int
   student_size: int = 0
@@ -22,7 +23,7 @@ class ConvReg(nn.Module):
 
   @nn.compact
   def __call__(self, student: jax.Array) -> jax.Array:
-    if student.ndim == 2:
+    if student.ndim <= 3:  # Vectors [B, C], sequences [B, T, C]: per position.
       return nn.Dense(self.features, name="dense")(student)
     s, t = self.student_size, self.teacher_size
     if s == 2 * t:
@@ -44,6 +45,12 @@ def conv_reg_for(method: str, student_shape: tuple, teacher_shape: tuple, relu: 
                      f"{teacher_shape} are not both maps or both vectors; pick paths of the same "
                      "kind (python -m jaxkd.models.inspect).")
   if len(student_shape) == 1:
+    return ConvReg(teacher_shape[-1], relu=relu)
+  if len(student_shape) == 2:
+    if student_shape[0] != teacher_shape[0]:
+      raise JaxkdError(f"{method}: student sequence {student_shape} and teacher sequence "
+                       f"{teacher_shape} differ in length; match hidden states of the same "
+                       "positions.")
     return ConvReg(teacher_shape[-1], relu=relu)
   s, t = student_shape[0], teacher_shape[0]
   if s != 2 * t and 2 * s != t and s < t:

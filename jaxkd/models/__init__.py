@@ -29,4 +29,4 @@ def create_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Modu
 
 
 # Registration happens on import of each family.
-from jaxkd.models import cifar, cifar_mobile, imagenet, lenet, mlp  # noqa: E402,F401
+from jaxkd.models import cifar, cifar_mobile, imagenet, lenet, mlp, transformer  # noqa: E402,F401

@@ -1,0 +1,135 @@
+"""A decoder-only Transformer language model (GPT-style, pre-norm).
+
+Called on token ids [B, T] (int), it returns next-token logits [B, T, V] (V = the
+vocabulary, the dataset's num_classes). Options: depth, width, heads, MLP width,
+RMSNorm (Zhang & Sennrich 2019) or LayerNorm, rotary (Su et al. 2021) or learned
+positions, the output layer tied to the token embedding or its own, dropout. Attention is
+causal (jax.nn.dot_product_attention). Feature paths for hidden-state matching:
+`block<i>` (the residual stream after block i) and `final_norm`.
+
+Logical axes (LOGICAL_AXES, param_logical_axes): each parameter's axes by name
+('vocab', 'embed', 'heads', 'head_dim', 'mlp', 'position'), for laying a large model out
+over a mesh (jaxkd.sharding.logical_shardings).
+"""
+
+from typing import ClassVar
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from jaxkd.models import MODELS
+from jaxkd.models.mlp import RateDropout
+
+
+def rotary(x: jax.Array, base: float = 10000.0) -> jax.Array:
+  """Rotary position embedding of [B, T, N, H] (H even): pairs (x_i, x_{i + H/2}) rotated
+  by position * base^(-2i/H) (the half-split form of GPT-NeoX and LLaMA)."""
+  half = x.shape[-1] // 2
+  frequencies = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
+  angles = jnp.arange(x.shape[1], dtype=jnp.float32)[:, None] * frequencies  # [T, H/2]
+  cos, sin = (f(angles)[None, :, None, :].astype(x.dtype) for f in (jnp.cos, jnp.sin))
+  first, second = x[..., :half], x[..., half:]
+  return jnp.concatenate([first * cos - second * sin, first * sin + second * cos], axis=-1)
+
+
+def _norm(kind: str, name: str) -> nn.Module:
+  if kind == "rmsnorm":
+    return nn.RMSNorm(name=name)
+  if kind == "layernorm":
+    return nn.LayerNorm(name=name)
+  raise ValueError(f"norm must be 'rmsnorm' or 'layernorm', not '{kind}'.")
+
+
+class Block(nn.Module):
+  """x + attention(norm(x)), then x + MLP(norm(x)) (GELU)."""
+
+  num_heads: int
+  mlp_dim: int
+  norm: str
+  positions: str
+  dropout: float
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    width = x.shape[-1]
+    head_dim = width // self.num_heads
+    h = _norm(self.norm, "attention_norm")(x)
+    q, k, v = (nn.DenseGeneral((self.num_heads, head_dim), use_bias=False, name=name)(h)
+               for name in ("query", "key", "value"))
+    if self.positions == "rotary":
+      q, k = rotary(q), rotary(k)
+    attended = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+    h = nn.DenseGeneral(width, axis=(-2, -1), use_bias=False, name="out")(attended)
+    x = x + RateDropout(self.dropout, deterministic=not train)(h)
+    h = _norm(self.norm, "mlp_norm")(x)
+    h = nn.Dense(self.mlp_dim, name="mlp_in")(h)
+    h = nn.Dense(width, name="mlp_out")(nn.gelu(h))
+    return x + RateDropout(self.dropout, deterministic=not train)(h)
+
+
+@MODELS.register("transformer_lm")
+class TransformerLM(nn.Module):
+  """Decoder-only Transformer: token (and learned position) embeddings, num_layers
+  blocks, a final norm and the output layer (the embedding's transpose when tied)."""
+
+  num_classes: int  # The vocabulary size.
+  num_layers: int = 2
+  num_heads: int = 4
+  embed_dim: int = 128
+  mlp_dim: int = 512
+  max_len: int = 256
+  norm: str = "rmsnorm"  # rmsnorm | layernorm
+  positions: str = "rotary"  # rotary | learned
+  tie_embeddings: bool = True
+  dropout: float = 0.0
+  traced_fields: ClassVar[tuple[str, ...]] = ("dropout",)
+
+  @nn.compact
+  def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+    if self.embed_dim % self.num_heads or (self.embed_dim // self.num_heads) % 2:
+      raise ValueError(f"embed_dim {self.embed_dim} must split into {self.num_heads} heads of "
+                       "an even width.")
+    if tokens.shape[1] > self.max_len:
+      raise ValueError(f"sequences of {tokens.shape[1]} tokens exceed max_len {self.max_len}.")
+    embed = nn.Embed(self.num_classes, self.embed_dim, name="embed",
+                     embedding_init=nn.initializers.normal(0.02))
+    x = embed(tokens)
+    if self.positions == "learned":
+      x = x + nn.Embed(self.max_len, self.embed_dim, name="position",
+                       embedding_init=nn.initializers.normal(0.02))(jnp.arange(tokens.shape[1]))
+    elif self.positions != "rotary":
+      raise ValueError(f"positions must be 'rotary' or 'learned', not '{self.positions}'.")
+    for i in range(self.num_layers):
+      x = Block(self.num_heads, self.mlp_dim, self.norm, self.positions, self.dropout,
+                name=f"block{i}")(x, train)
+    x = _norm(self.norm, "final_norm")(x)
+    return embed.attend(x) if self.tie_embeddings else nn.Dense(self.num_classes,
+                                                                name="head")(x)
+
+
+# Each parameter's logical axes, by its name in the tree (the last one or two keys).
+LOGICAL_AXES = {
+    ("embed", "embedding"): ("vocab", "embed"),
+    ("position", "embedding"): ("position", "embed"),
+    ("query", "kernel"): ("embed", "heads", "head_dim"),
+    ("key", "kernel"): ("embed", "heads", "head_dim"),
+    ("value", "kernel"): ("embed", "heads", "head_dim"),
+    ("out", "kernel"): ("heads", "head_dim", "embed"),
+    ("mlp_in", "kernel"): ("embed", "mlp"),
+    ("mlp_in", "bias"): ("mlp",),
+    ("mlp_out", "kernel"): ("mlp", "embed"),
+    ("head", "kernel"): ("embed", "vocab"),
+    ("head", "bias"): ("vocab",),
+}
+
+
+def param_logical_axes(params) -> dict:
+  """A tree like `params` of logical axis names (a tuple per array; norms' scales and
+  biases ('embed',))."""
+
+  def axes(path, x):
+    keys = tuple(str(getattr(k, "key", k)) for k in path)
+    return LOGICAL_AXES.get(keys[-2:], ("embed",) * x.ndim)
+
+  return jax.tree_util.tree_map_with_path(axes, params)
