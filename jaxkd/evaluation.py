@@ -47,7 +47,7 @@ def evaluate(eval_step: Callable, variables: dict, data: ArrayDataset, batch_siz
   correct = int(round(float(totals["correct"])))
   metrics = {"loss": float(totals["loss_sum"]) / count, "accuracy": correct / count,
              "errors": count - correct, "count": count}
-  if data.labels.ndim == 2:  # A language model: per token (count, errors are tokens).
+  if getattr(getattr(data, "labels", None), "ndim", 1) == 2:  # A language model: per token.
     metrics.update(perplexity=math.exp(metrics["loss"]), bits_per_token=metrics["loss"] / math.log(2))
   return metrics
 

@@ -43,7 +43,8 @@ def write_soft_labels(teacher_workdir: str | pathlib.Path, out: str | pathlib.Pa
   check_batch_size(batch_size, mesh, "batch_size")
   run = load_run(teacher_workdir, mesh)
   data = load_split(run.config.dataset, "train") if data is None else data
-  logits = predict_logits(run, data, batch_size, mesh) if data.labels.ndim == 1 else None
+  per_token = getattr(getattr(data, "labels", None), "ndim", 1) == 2  # A language model's.
+  logits = None if per_token else predict_logits(run, data, batch_size, mesh)
   fields = preprocessing(run.config.dataset, data.image_shape[-1])
   meta = {"dataset": data.name, "split": data.split, "count": len(data),
           "fingerprint": data.fingerprint(), "num_classes": data.num_classes,
@@ -51,7 +52,7 @@ def write_soft_labels(teacher_workdir: str | pathlib.Path, out: str | pathlib.Pa
           "teacher_workdir": str(pathlib.Path(teacher_workdir).absolute()), "teacher_step": run.step,
           "dtype": dtype, "top_k": top_k}
   arrays = {"index": np.arange(len(data), dtype=np.int64)}
-  if data.labels.ndim == 2:  # A language model: top-k log-probabilities per token.
+  if per_token:  # A language model: top-k log-probabilities per token.
     k = top_k or data.num_classes
     meta.update(top_k=k, temperature=1.0)
     arrays.update(token_top_k(run, data, k, batch_size, mesh, dtype))
