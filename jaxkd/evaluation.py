@@ -11,7 +11,9 @@ import optax
 from jax.sharding import Mesh
 
 from jaxkd.data import ArrayDataset, Preprocess
+from jaxkd.data.arrays import has_token_labels
 from jaxkd.data.augment import model_input
+from jaxkd.data.batches import counted
 from jaxkd.sharding import batch_sharding, replicated, shard_batch
 
 Batch = dict[str, jax.Array]
@@ -25,7 +27,7 @@ def make_eval_step(model: nn.Module, preprocess: Preprocess, mesh: Mesh
   def step(variables: dict, batch: Batch):
     logits = model.apply(variables, model_input(batch, preprocess), train=False)
     labels = batch["label"]
-    mask = batch["mask"].reshape(batch["mask"].shape + (1,) * (labels.ndim - 1)) * (labels >= 0)
+    mask = counted(labels, batch["mask"])
     losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
     correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
     return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask),
@@ -47,7 +49,7 @@ def evaluate(eval_step: Callable, variables: dict, data: ArrayDataset, batch_siz
   correct = int(round(float(totals["correct"])))
   metrics = {"loss": float(totals["loss_sum"]) / count, "accuracy": correct / count,
              "errors": count - correct, "count": count}
-  if getattr(getattr(data, "labels", None), "ndim", 1) == 2:  # A language model: per token.
+  if has_token_labels(data):  # A language model: per token (count, errors are tokens).
     metrics.update(perplexity=math.exp(metrics["loss"]), bits_per_token=metrics["loss"] / math.log(2))
   return metrics
 

@@ -2,15 +2,19 @@
 
 The members' train states are stacked on a leading axis and one jitted step updates them
 all (jax.vmap of jaxkd.step's update). Members may differ in their seed and in scalar
-hyperparameters that change no shape (POPULATION_FIELDS); each member's values reach the
-step as traced numbers, so one compilation serves every value:
-  - term weights and temperatures (constant schedules): the objective's overrides;
+hyperparameters that change no shape (jaxkd.population_fields); each member's values reach
+the step as traced numbers, so one compilation serves every value:
+  - term weights, temperatures and label smoothing (constant schedules): the objective's
+    overrides;
   - the learning rate: each member's updates scaled by its rate over the first member's
     (exact for sgd, adam and adamw, whose updates are linear in the rate; refused with
-    optimizer.max_norm, which is not).
-Members that share the seed share the batch sequence, the augmentation and the teacher:
-the teacher runs once per batch for all of them (prepare, outside the vmap). Members with
-their own seed get their own batches, stacked on the member axis.
+    optimizer.max_norm, which is not);
+  - the weight decay: in each member's optimizer state (optax.inject_hyperparams);
+  - mixup alpha, and the model fields it lists in traced_fields (e.g. dropout rates).
+Members that share the seed (and mixup) share the batch sequence, the augmentation and the
+teacher: the teacher runs once per batch for all of them (prepare, outside the vmap).
+Members with their own seed get their own batches, gathered on the device from the
+training data held there (train.population_split: members or batch over the devices).
 
 train_population(configs, workdirs, population_dir) trains them: one checkpoint of the
 stacked state in population_dir (atomic, resumable after SIGTERM like any run), and in
@@ -34,6 +38,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from jaxkd import config_base
 from jaxkd.assemble import Run, assemble, say
 from jaxkd.checkpoint import Checkpointer
+from jaxkd.data.batches import take
 from jaxkd.data.catalog import load_source_split
 from jaxkd.errors import JaxkdError
 from jaxkd.evaluation import evaluate, select_on_validation
@@ -113,8 +118,7 @@ def make_population_step(run: Run, shared_batch: bool, shared_prepare: bool,
 
   def step(states, hparams, teacher_variables, batch, table):
     if gather:
-      batch = {**{k: v[batch] for k, v in table.items()}, "index": batch,
-               "mask": jnp.ones(batch.shape, jnp.float32)}
+      batch = take(table, batch)
     if shared_prepare:
       first = jax.tree.map(lambda x: x[0], (states.rng, states.step))
       prepared = prepare(spec, *first, teacher_variables, batch)
@@ -136,10 +140,9 @@ def make_population_step(run: Run, shared_batch: bool, shared_prepare: bool,
 def device_table(run: Run):
   """The training data on the devices (replicated), for gathering batches there; None where
   it cannot be (streamed data, or larger than DEVICE_TABLE_LIMIT_BYTES)."""
-  batches, data = run.batches, run.train_data
-  if not hasattr(batches, "indices") or not hasattr(data, "images"):
+  if not hasattr(run.batches, "columns"):
     return None
-  host = {data.kind: data.images, "label": data.labels, **batches.extras}
+  host = run.batches.columns()
   if sum(np.asarray(v).nbytes for v in host.values()) > DEVICE_TABLE_LIMIT_BYTES:
     return None
   return {k: jax.device_put(np.asarray(v), replicated(run.mesh)) for k, v in host.items()}
@@ -262,11 +265,11 @@ def train_population(configs: Sequence[ml_collections.ConfigDict],
       if step % eval_every == 0 or final:
         for i, (run, writer) in enumerate(zip(runs, writers)):
           variables = _member(states, i).variables()
-          for split, data in (("validation", run.validation_data),
-                              ("test", run.test_data if evaluate_test else None)):
+          for name, data in (("validation", run.validation_data),
+                             ("test", run.test_data if evaluate_test else None)):
             if data is not None:
-              writer.write(step, split, evaluate(eval_step, variables, data,
-                                                 config.train.eval_batch_size, run.mesh))
+              writer.write(step, name, evaluate(eval_step, variables, data,
+                                                config.train.eval_batch_size, run.mesh))
       checkpointer.save(step, states)
       if stop.stop_now():
         stopped = stop.reason

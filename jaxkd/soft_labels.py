@@ -22,6 +22,7 @@ import numpy as np
 from absl import app, flags
 
 from jaxkd.data import ArrayDataset
+from jaxkd.data.arrays import has_token_labels
 from jaxkd.errors import JaxkdError
 
 # Logits given to classes outside a top-k cache: softmax sends them to exactly 0.
@@ -43,7 +44,7 @@ def write_soft_labels(teacher_workdir: str | pathlib.Path, out: str | pathlib.Pa
   check_batch_size(batch_size, mesh, "batch_size")
   run = load_run(teacher_workdir, mesh)
   data = load_split(run.config.dataset, "train") if data is None else data
-  per_token = getattr(getattr(data, "labels", None), "ndim", 1) == 2  # A language model's.
+  per_token = has_token_labels(data)  # A language model's data.
   logits = None if per_token else predict_logits(run, data, batch_size, mesh)
   fields = preprocessing(run.config.dataset, data.image_shape[-1])
   meta = {"dataset": data.name, "split": data.split, "count": len(data),

@@ -18,6 +18,7 @@ import optax
 from jax.sharding import Mesh
 
 from jaxkd.data.augment import Preprocess, mixup, model_input
+from jaxkd.data.batches import counted
 from jaxkd.distill import Objective, TermInputs
 from jaxkd.features import apply_with_features
 from jaxkd.on_policy import OnPolicy, on_policy_batch
@@ -113,8 +114,8 @@ class Prepared:
   teacher_features: dict
   dropout_key: jax.Array
   objective_key: jax.Array
-  teacher_topk: tuple | None = None
-  labels: jax.Array | None = None  # The batch's, or those of on-policy generations.
+  labels: jax.Array  # The batch's, or those of on-policy generations.
+  teacher_topk: tuple | None = None  # A cached LM teacher's (log-probs, ids).
 
 
 def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: Sequence[dict],
@@ -139,7 +140,7 @@ def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: 
   topk = (batch["teacher_topk_logprobs"], batch["teacher_topk_ids"]) if (
       "teacher_topk_ids" in batch) else None
   return Prepared(inputs, targets, teacher_logits, teacher_features, dropout_key, objective_key,
-                  topk, batch["label"])
+                  batch["label"], topk)
 
 
 def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
@@ -149,7 +150,7 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
   weights, temperatures and options, 'model' the model's fields (its traced_fields, e.g.
   a dropout rate), 'learning_rate_scale' scales the updates."""
   student_dtype, eval_mode = spec.precision.student, spec.student_eval_mode
-  labels = batch["label"] if prepared.labels is None else prepared.labels
+  labels = prepared.labels
   model = spec.model.clone(**hparams["model"]) if (hparams or {}).get("model") else spec.model
 
   def loss_fn(trainable):
@@ -184,8 +185,7 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
       lambda g, is_frozen: jnp.zeros_like(g) if is_frozen else g, grads, spec.frozen)
   correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
   # Accuracy on the labeled examples that count (a transfer set's unlabeled ones have none).
-  mask = batch.get("mask", jnp.ones(correct.shape[:1]))
-  mask = mask.reshape(mask.shape + (1,) * (correct.ndim - 1)) * (labels >= 0)
+  mask = counted(labels, batch.get("mask"))
   metrics = {"loss": loss, "accuracy": jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0),
              "grad_norm": optax.tree.norm(measured), **term_metrics}
   if spec.schedule is not None:

@@ -13,6 +13,12 @@ UNLABELED = -1  # The label of an example whose label is not known (a transfer s
 KINDS = ("image", "features", "tokens")  # What the inputs are; the batch key they travel under.
 
 
+def has_token_labels(data) -> bool:
+  """Whether `data` holds per-token labels [N, T] in memory (a language model's data);
+  False for class labels and for streamed data."""
+  return getattr(getattr(data, "labels", None), "ndim", 1) == 2
+
+
 def input_dtype(kind: str) -> np.dtype:
   """The dtype a model of inputs of `kind` is traced with: int32 token ids, else float32."""
   return np.dtype(np.int32 if kind == "tokens" else np.float32)

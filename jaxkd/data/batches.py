@@ -23,6 +23,24 @@ from jaxkd.errors import JaxkdError
 Batch = dict[str, np.ndarray]
 
 
+def counted(labels, mask=None):
+  """1.0 for each label that counts, else 0.0, in the labels' shape ([B], or [B, T] per
+  token): labelled (>= 0; -1 marks no label, padding or a prompt) and, with `mask` [B], in
+  an example that counts. NumPy or JAX arrays alike."""
+  weights = (labels >= 0).astype(np.float32)
+  if mask is None:
+    return weights
+  return weights * mask.reshape(mask.shape + (1,) * (labels.ndim - 1))
+
+
+def take(columns: dict, index) -> Batch:
+  """A training batch: the rows `index` of every per-example column ({input kind, 'label',
+  extras}), its stable indices and an all-ones mask. NumPy or JAX arrays alike (jaxkd.population
+  gathers on the device with it)."""
+  return {**{name: values[index] for name, values in columns.items()},
+          "index": index.astype(np.int32), "mask": np.ones(index.shape, np.float32)}
+
+
 def epoch_permutation(num_examples: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng([seed, epoch]).permutation(num_examples)
 
@@ -77,12 +95,12 @@ class TrainBatches(BatchSource):
     start = position * self.global_batch_size
     return self._permutation[start:start + self.global_batch_size][self._local]
 
+  def columns(self) -> dict:
+    """The per-example arrays a batch takes rows of: the inputs, labels and extras."""
+    return {self.data.kind: self.data.images, "label": self.data.labels, **self.extras}
+
   def batch(self, step: int) -> Batch:
-    index = self.indices(step)
-    batch = {self.data.kind: self.data.images[index], "label": self.data.labels[index],
-             "index": index.astype(np.int32), "mask": np.ones(len(index), np.float32)}
-    batch.update({name: values[index] for name, values in self.extras.items()})
-    return batch
+    return take(self.columns(), self.indices(step))
 
   def iterate(self, start_step: int, end_step: int) -> Iterator[Batch]:
     for step in range(start_step, end_step):

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxkd.data.batches import counted
 from jaxkd.distill.terms import TermInputs, register_term
 
 
@@ -23,7 +24,4 @@ def ce(inputs: TermInputs, label_smoothing: float = 0.0) -> jax.Array:
 def labeled_weights(inputs: TermInputs) -> jax.Array:
   """1 for the examples (or tokens: labels [B, T]) with a label (label >= 0) that count
   (mask [B]), else 0: the labels' shape."""
-  weights = (inputs.labels >= 0).astype(jnp.float32)
-  if inputs.mask is None:
-    return weights
-  return weights * inputs.mask.reshape(inputs.mask.shape + (1,) * (weights.ndim - 1))
+  return counted(inputs.labels, inputs.mask)
