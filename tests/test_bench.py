@@ -1,4 +1,4 @@
-"""jaxkd.bench: rows for every mode, XLA's FLOP counts against hand counts, the peak."""
+"""jaxkd.jobs.bench: rows for every mode, XLA's FLOP counts against hand counts, the peak."""
 
 import contextlib
 import io
@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from jaxkd import bench
+from jaxkd.jobs import bench
 
 # A tiny pair: 8x8x1 images, 4 classes, MLP 1x32 -> 1x16, hints at the hidden layer.
 TINY = bench.Pair("tiny", "mnist", (8, 8, 1), 4, {"name": "mlp", "widths": (32,)},
@@ -18,13 +18,14 @@ TINY = bench.Pair("tiny", "mnist", (8, 8, 1), 4, {"name": "mlp", "widths": (32,)
 
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
-  """`python -m jaxkd.bench` on the tiny pair, every mode, run once for the tests below."""
+  """The bench job (python -m jaxkd bench) on the tiny pair, every mode, run once for the
+  tests below."""
   out = tmp_path_factory.mktemp("bench") / "bench.jsonl"
   with pytest.MonkeyPatch.context() as patch:
     patch.setitem(bench.PAIRS, "tiny", TINY)
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-      rows = bench.main(["--pair=tiny", "--peak_size=128", f"--json={out}"])
+      rows = bench.run([TINY], peak_size=128, json_path=str(out))
   return rows, printed.getvalue(), out
 
 

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 from conftest import toy_config
 
-from jaxkd import train
-from jaxkd.bias_correction import fit_logit_bias
+from jaxkd.run import train
+from jaxkd.run.bias_correction import fit_logit_bias
 from jaxkd.errors import JaxkdError
-from jaxkd.export import export, load_portable
+from jaxkd.jobs.export import export, load_portable
 
 
 def test_fit_on_constant_logits_gives_the_log_class_frequencies():
@@ -54,7 +54,7 @@ def test_a_student_that_never_saw_a_class_is_corrected_and_exported_with_its_bia
   # The export carries the bias: its logits give the corrected errors, not the plain ones.
   export(tmp_path / "student", tmp_path / "export", latency_batch_size=8, latency_repeats=1)
   _, test = toy_datasets
-  logits = np.asarray(load_portable(tmp_path / "export")(test.images))
+  logits = np.asarray(load_portable(tmp_path / "export")(test.inputs))
   assert int(np.sum(logits.argmax(-1) != test.labels)) == result["test_errors_corrected"]
 
 

@@ -6,13 +6,13 @@ import optax
 import pytest
 from conftest import toy_config
 
-from jaxkd import train
-from jaxkd.checkpoint import Checkpointer
+from jaxkd.run import train
+from jaxkd.run.checkpoint import Checkpointer
 from jaxkd.errors import JaxkdError
-from jaxkd.metric_writer import read_metrics
+from jaxkd.run.metrics import read_metrics
 from jaxkd.models import create_model
-from jaxkd.sharding import make_mesh
-from jaxkd.state import init_train_state
+from jaxkd.engine.sharding import make_mesh
+from jaxkd.engine.state import init_train_state
 
 
 def _latest_checkpoint(workdir):

@@ -7,7 +7,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from jaxkd import config_base, pipeline
+from jaxkd import config as config_base
+from jaxkd.jobs import pipeline
 from jaxkd.errors import JaxkdError
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -26,7 +27,7 @@ def _parse(*overrides):
 
 def _cli_error(*args):
   """Runs the CLI; config errors must come before any training, as one line."""
-  result = subprocess.run([sys.executable, "-m", "jaxkd.main", f"--config={TEACHER}",
+  result = subprocess.run([sys.executable, "-m", "jaxkd", "train", f"--config={TEACHER}",
                            "--workdir=/nonexistent/never-created", *args],
                           capture_output=True, text=True, cwd=REPO, timeout=120)
   assert result.returncode == 2, result.stderr[-2000:]
@@ -81,7 +82,7 @@ def test_every_config_file_loads_and_validates():
 
 
 def test_pipeline_student_seeds_must_be_a_positive_count():
-  from jaxkd.config_base import load_config_file
+  from jaxkd.config import load_config_file
 
   config = load_config_file(REPO / "configs" / "mnist" / "pipeline.py")
   assert pipeline.student_seeds(config) == [0, 1, 2]

@@ -9,10 +9,10 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxkd import config_base
-from jaxkd.config_base import load_config_file
+from jaxkd import config as config_base
+from jaxkd.config import load_config_file
 from jaxkd.distill import build_objective
-from jaxkd.features import list_features
+from jaxkd.engine.features import list_features
 from jaxkd.models import create_model
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs" / "cifar100"

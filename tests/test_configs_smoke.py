@@ -12,9 +12,9 @@ import jax
 import pytest
 import tensorflow_datasets as tfds
 
-from jaxkd import train
-from jaxkd.config_base import load_config_file
-from jaxkd.sharding import make_mesh
+from jaxkd.run import train
+from jaxkd.config import load_config_file
+from jaxkd.engine.sharding import make_mesh
 
 CONFIGS = pathlib.Path(__file__).resolve().parents[1] / "configs"
 

@@ -1,13 +1,20 @@
 import jax
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
 from jaxkd.data import (ArrayDataset, Preprocess, TrainBatches, load_npz, load_split,
                         mnist_offline, preprocessing)
+from jaxkd.config import base_config
 from jaxkd.data.catalog import choose_source
 from jaxkd.errors import JaxkdError
+
+
+def _dataset(**fields):
+  """config.dataset with these fields, the others at their schema defaults."""
+  config = base_config().dataset
+  config.update(fields)
+  return config
 
 
 def test_offline_mnist_is_the_real_dataset():
@@ -27,7 +34,7 @@ def test_truncated_idx_file_is_refused(tmp_path):
 
 
 def test_mnist_config_loads_offline_copy_with_stable_order():
-  config = ml_collections.ConfigDict({"name": "mnist", "source": "auto", "data_dir": "/nonexistent"})
+  config = _dataset(name="mnist", source="auto", data_dir="/nonexistent")
   assert choose_source("mnist", config) == "offline"
   test = load_split(config, "test")
   assert len(test) == 10000 and test.num_classes == 10
@@ -36,31 +43,30 @@ def test_mnist_config_loads_offline_copy_with_stable_order():
 
 
 def test_offline_source_for_dataset_without_one_is_an_error():
-  config = ml_collections.ConfigDict({"name": "cifar10", "source": "offline"})
+  config = _dataset(name="cifar10", source="offline")
   with pytest.raises(JaxkdError, match="no offline copy"):
     choose_source("cifar10", config)
 
 
 def test_cifar10_through_tfds_with_standard_preprocessing():
-  config = ml_collections.ConfigDict({"name": "cifar10", "source": "tfds", "data_dir": None,
-                                      "mean": None, "std": None, "crop_padding": None, "flip": None})
+  config = _dataset(name="cifar10", source="tfds")
   with tfds.testing.mock_data(num_examples=12):
     train = load_split(config, "train")
-  assert train.images.shape == (12, 32, 32, 3) and train.num_classes == 10
+  assert train.inputs.shape == (12, 32, 32, 3) and train.num_classes == 10
   assert preprocessing(config, 3)["crop_padding"] == 4 and preprocessing(config, 3)["flip"]
 
 
 def test_user_arrays_and_npz(tmp_path, toy_datasets):
   train, _ = toy_datasets
   path = tmp_path / "data.npz"
-  np.savez(path, x_train=train.images, y_train=train.labels, x_test=train.images[:5],
+  np.savez(path, x_train=train.inputs, y_train=train.labels, x_test=train.inputs[:5],
            y_test=train.labels[:5])
   loaded = load_npz(str(path), "test", None)
   assert len(loaded) == 5 and loaded.num_classes == 4
   with pytest.raises(JaxkdError, match="num_classes"):
-    ArrayDataset(train.images, train.labels, num_classes=3)
+    ArrayDataset(train.inputs, train.labels, num_classes=3)
   with pytest.raises(JaxkdError, match="one integer label per image"):
-    ArrayDataset(train.images, train.labels[:-1], num_classes=4)
+    ArrayDataset(train.inputs, train.labels[:-1], num_classes=4)
 
 
 def test_train_batches_are_a_deterministic_function_of_seed_and_step(toy_datasets):
@@ -130,14 +136,13 @@ def test_mixup_mixes_images_and_targets_with_one_ratio():
 
 def test_a_named_dataset_holds_out_its_validation_split(tmp_path, toy_datasets):
   train, test = toy_datasets
-  np.savez(tmp_path / "data.npz", x_train=train.images, y_train=train.labels,
-           x_test=test.images, y_test=test.labels)
-  config = ml_collections.ConfigDict({"name": "npz", "path": str(tmp_path / "data.npz"),
-                                      "num_classes": 4, "validation_size": 100,
-                                      "validation_seed": 0})
+  np.savez(tmp_path / "data.npz", x_train=train.inputs, y_train=train.labels,
+           x_test=test.inputs, y_test=test.labels)
+  config = _dataset(name="npz", path=str(tmp_path / "data.npz"), num_classes=4,
+                    validation_size=100, validation_seed=0)
   kept, held = load_split(config, "train"), load_split(config, "validation")
   assert (len(kept), len(held), held.split) == (412, 100, "validation")
-  rows = lambda d: {x.tobytes() for x in d.images}
+  rows = lambda d: {x.tobytes() for x in d.inputs}
   assert not rows(kept) & rows(held) and len(rows(kept) | rows(held)) == len(rows(train))
   assert len(load_split(config, "test")) == len(test)
   config.validation_size = 0

@@ -10,11 +10,11 @@ import pytest
 from conftest import user_net_configs
 from test_distill_features import UserNet  # noqa: F401  (registers test_user_net)
 
-from jaxkd import train
-from jaxkd.checkpoint import Checkpointer
+from jaxkd.run import train
+from jaxkd.run.checkpoint import Checkpointer
 from jaxkd.errors import JaxkdError
 from jaxkd.distill.crd import CRDHeads, nce_loss
-from jaxkd.metric_writer import read_metrics
+from jaxkd.run.metrics import read_metrics
 
 RNG = np.random.default_rng(2)
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from conftest import user_net_configs
 
-from jaxkd import train
+from jaxkd.run import train
 from jaxkd.distill import TERMS, TermInputs, build_objective
 from jaxkd.distill import at, fitnet, vid
 from jaxkd.errors import JaxkdError
-from jaxkd.features import apply_with_features
-from jaxkd.metric_writer import read_metrics
+from jaxkd.engine.features import apply_with_features
+from jaxkd.run.metrics import read_metrics
 from jaxkd.models import MODELS
 
 RNG = np.random.default_rng(0)

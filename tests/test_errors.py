@@ -28,13 +28,14 @@ import pytest
 from conftest import toy_config
 from test_preemption import _damage_arrays
 
-from jaxkd import sharding, train
-from jaxkd.checkpoint import CORRUPT_SUFFIX, Checkpointer
+from jaxkd.engine import sharding
+from jaxkd.run import train
+from jaxkd.run.checkpoint import CORRUPT_SUFFIX, Checkpointer
 from jaxkd.data import ArrayDataset
 from jaxkd.errors import JaxkdError
-from jaxkd.features import feature_shapes
+from jaxkd.engine.features import feature_shapes
 from jaxkd.models import create_model
-from jaxkd.runs import load_run
+from jaxkd.run.saved import load_run
 
 # Reading damaged files on purpose leaves orbax callbacks on a closed event loop: noise.
 pytestmark = pytest.mark.filterwarnings(
@@ -42,18 +43,18 @@ pytestmark = pytest.mark.filterwarnings(
 
 
 def test_a_feature_path_in_a_config_that_the_model_lacks_lists_near_matches():
-  # The check a training run makes (jaxkd.assemble.connect_features) before anything compiles.
+  # The check a training run makes (jaxkd.run.assemble.connect_features) before anything compiles.
   model = create_model(toy_config().model, 4)
   images = jnp.zeros((1, 8, 8, 1))
   variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), images))
   with pytest.raises(JaxkdError, match=r"no module at feature path 'dense_0' in MLP; near "
-                                       r"matches: \['dense0'.*python -m jaxkd.models.inspect"):
+                                       r"matches: \['dense0'.*python -m jaxkd inspect"):
     feature_shapes(model, variables, (8, 8, 1), ["dense_0"])
 
 
 def test_train_and_test_splits_with_different_classes_are_refused(tmp_path, toy_datasets):
   train_data, test_data = toy_datasets
-  fewer = ArrayDataset(test_data.images, np.minimum(test_data.labels, 2), num_classes=3,
+  fewer = ArrayDataset(test_data.inputs, np.minimum(test_data.labels, 2), num_classes=3,
                        name="toy", split="test")  # e.g. an .npz test split without class 3
   with pytest.raises(JaxkdError, match=r"train and test splits have 4 and 3 classes.*set "
                                        r"dataset.num_classes"):

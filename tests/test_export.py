@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 from conftest import toy_arrays, toy_config
 
-from jaxkd import train
+from jaxkd.run import train
 from jaxkd.data import ArrayDataset, Preprocess
 from jaxkd.errors import JaxkdError
-from jaxkd.export import export, load_exported, load_portable, make_inference_fn
-from jaxkd.sharding import make_mesh
-from jaxkd.evaluation import evaluate, make_eval_step
+from jaxkd.jobs.export import export, load_exported, load_portable, make_inference_fn
+from jaxkd.engine.sharding import make_mesh
+from jaxkd.engine.evaluation import evaluate, make_eval_step
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,7 @@ def test_export_holds_the_student_alone_and_reproduces_its_test_accuracy(fitnet_
   assert info["left_out"]["aux_params"] > 0 and info["left_out"]["opt_state"] > 0
   assert info["latency_ms"] > 0 and info["params"] > 0
   saved = json.loads((tmp_path / "export" / "run_info.json").read_text())
-  assert saved["num_classes"] == 4 and saved["image_shape"] == [16, 16, 1]
+  assert saved["num_classes"] == 4 and saved["input_shape"] == [16, 16, 1]
   assert saved["preprocessing"]["mean"] == [0.5] and saved["preprocessing"]["std"] == [0.5]
   assert (tmp_path / "export" / "config.json").exists()
 
@@ -61,13 +61,13 @@ def test_export_holds_the_student_alone_and_reproduces_its_test_accuracy(fitnet_
   mesh = make_mesh(jax.devices()[:1])
   preprocess = Preprocess(tuple(loaded_info["preprocessing"]["mean"]),
                           tuple(loaded_info["preprocessing"]["std"]))
-  metrics = evaluate(make_eval_step(model, preprocess, mesh),
+  metrics = evaluate(make_eval_step(model, preprocess, mesh, loaded_info["input_kind"]),
                            jax.device_put(variables, jax.sharding.NamedSharding(
                                mesh, jax.sharding.PartitionSpec())), test, 64, mesh)
   assert metrics["accuracy"] == result["test_accuracy"]
   assert metrics["errors"] == result["test_errors"]
   # And so does the plain inference function, on one device.
-  logits = np.asarray(make_inference_fn(model, variables, loaded_info)(test.images))
+  logits = np.asarray(make_inference_fn(model, variables, loaded_info)(test.inputs))
   assert int((logits.argmax(-1) == test.labels).sum()) == test.labels.size - result["test_errors"]
 
   # A training run is not an export; a second export replaces the first.
@@ -84,10 +84,10 @@ def test_portable_artifact_gives_the_jax_logits_without_the_model_code(fitnet_ru
   tmp_path, _, test = fitnet_run
   export(tmp_path / "student", tmp_path / "portable", latency_batch_size=8, latency_repeats=1)
   model, variables, info = load_exported(tmp_path / "portable")
-  want = np.asarray(make_inference_fn(model, variables, info)(test.images[:5]))
-  np.testing.assert_allclose(load_portable(tmp_path / "portable")(test.images[:5]), want,
+  want = np.asarray(make_inference_fn(model, variables, info)(test.inputs[:5]))
+  np.testing.assert_allclose(load_portable(tmp_path / "portable")(test.inputs[:5]), want,
                              rtol=1e-5, atol=1e-5)
-  floats = test.images[:3].astype(np.float32) / 255.0
+  floats = test.inputs[:3].astype(np.float32) / 255.0
   np.testing.assert_allclose(load_portable(tmp_path / "portable", "float32")(floats), want[:3],
                              rtol=1e-5, atol=1e-5)
   with pytest.raises(JaxkdError, match="does not exist"):
@@ -103,11 +103,11 @@ def test_saved_model_gives_the_jax_logits(fitnet_run):
   export(tmp_path / "student", tmp_path / "tf_export", saved_model=True, latency_batch_size=8,
          latency_repeats=1)
   model, variables, info = load_exported(tmp_path / "tf_export")
-  images = test.images[:5]
+  images = test.inputs[:5]
   expected = np.asarray(make_inference_fn(model, variables, info)(images))
   loaded = tf.saved_model.load(str(tmp_path / "tf_export" / "saved_model"))
   logits = loaded.signatures["serving_default"](images=tf.constant(images))["logits"].numpy()
   np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
   floats = loaded.serve_float(tf.constant(images.astype(np.float32) / 255.0))["logits"].numpy()
   np.testing.assert_allclose(floats, expected, rtol=1e-4, atol=1e-4)
-  assert loaded.serve(tf.constant(test.images[:3]))["logits"].shape == (3, 4)  # any batch size
+  assert loaded.serve(tf.constant(test.inputs[:3]))["logits"].shape == (3, 4)  # any batch size

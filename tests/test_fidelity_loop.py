@@ -10,15 +10,17 @@ import pytest
 from conftest import toy_arrays, toy_config, user_net_configs
 
 import test_distill_features  # noqa: F401  (registers the user model 'test_user_net')
-from jaxkd import config_base, loop, train
-from jaxkd.checkpoint import Checkpointer
+from jaxkd import config as config_base
+from jaxkd.run import loop
+from jaxkd.run import train
+from jaxkd.run.checkpoint import Checkpointer
 from jaxkd.data import ArrayDataset
 from jaxkd.errors import JaxkdError
-from jaxkd.metric_writer import read_metrics
+from jaxkd.run.metrics import read_metrics
 from jaxkd.models import create_model
-from jaxkd.runs import load_run
-from jaxkd.sharding import make_mesh
-from jaxkd.state import init_train_state
+from jaxkd.run.saved import load_run
+from jaxkd.engine.sharding import make_mesh
+from jaxkd.engine.state import init_train_state
 from test_stages import same
 
 

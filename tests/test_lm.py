@@ -12,17 +12,18 @@ import pytest
 from conftest import toy_config
 from hlo_stats import collective_bytes
 
-from jaxkd import sharding, train
-from jaxkd.assemble import assemble, transfer_set_of
+from jaxkd.engine import sharding
+from jaxkd.run import train
+from jaxkd.run.assemble import assemble, transfer_set_of
 from jaxkd.data import load_split
-from jaxkd.evaluation import evaluate, make_eval_step
-from jaxkd.metric_writer import read_metrics
+from jaxkd.engine.evaluation import evaluate, make_eval_step
+from jaxkd.run.metrics import read_metrics
 from jaxkd.models.transformer import TransformerLM, param_logical_axes
-from jaxkd.on_policy import generate
-from jaxkd.runs import load_run
-from jaxkd.sharding import make_mesh, shard_batch
-from jaxkd.soft_labels import write_soft_labels
-from jaxkd.step import make_train_step, prepare
+from jaxkd.engine.on_policy import generate
+from jaxkd.run.saved import load_run
+from jaxkd.engine.sharding import make_mesh, shard_batch
+from jaxkd.run.soft_labels import write_soft_labels
+from jaxkd.engine.step import make_train_step, prepare
 
 V, T = 12, 16
 
@@ -102,9 +103,9 @@ def test_token_metrics_are_means_over_the_tokens_that_count(lm_teacher):
   run = load_run(root / "teacher", make_mesh())
   data = load_split(run.config.dataset, "test")
   data.labels[:5, :4] = -1  # Masked positions (a prompt).
-  got = evaluate(make_eval_step(run.model, run.preprocess(), make_mesh()), run.variables, data,
-                 64, make_mesh())
-  logits = np.asarray(run.model.apply(run.variables, jnp.asarray(data.images)), np.float64)
+  got = evaluate(make_eval_step(run.model, run.preprocess(), make_mesh(), run.input_kind),
+                 run.variables, data, 64, make_mesh())
+  logits = np.asarray(run.model.apply(run.variables, jnp.asarray(data.inputs)), np.float64)
   log_p = logits - np.log(np.exp(logits - logits.max(-1, keepdims=True)).sum(-1, keepdims=True)
                           ) - logits.max(-1, keepdims=True)
   keep = data.labels >= 0
@@ -171,7 +172,7 @@ def test_a_teacher_sharded_over_8_devices_trains_the_same_student(lm_teacher, tm
   monkeypatch.setattr(sharding, "SPLIT_MIN_ELEMENTS", 512)  # The toy teacher is small.
   results = {}
   for shard in (False, True):
-    config = _student(root, path, shard_teacher=shard)
+    config = _student(root, path, teacher_layout="sharded" if shard else "replicated")
     run = assemble(config, tmp_path / str(shard))
     if shard:
       params = run.teacher_variables[0]["params"]
@@ -185,7 +186,7 @@ def test_a_teacher_sharded_over_8_devices_trains_the_same_student(lm_teacher, tm
     state = run.state
     text = step.lower(state, run.teacher_variables, shard_batch(run.batches.batch(0), run.mesh)
                       ).compile().as_text()
-    print(f"\nshard_teacher={shard}: collective bytes {collective_bytes(text)}")
+    print(f"\nteacher sharded={shard}: collective bytes {collective_bytes(text)}")
     for s in range(3):
       state, _ = step(state, run.teacher_variables, shard_batch(run.batches.batch(s), run.mesh))
     results[shard] = jax.device_get(state.params)
@@ -209,7 +210,7 @@ def test_shakespeare_is_split_by_play_into_character_windows():
 
 
 def test_a_tiny_teacher_learns_shakespeare(tmp_path):
-  from jaxkd.config_base import load_config_file
+  from jaxkd.config import load_config_file
 
   config = load_config_file("configs/shakespeare/teacher.py")
   config.dataset.update(seq_len=32, max_chars=20000)
@@ -278,29 +279,27 @@ def test_the_shakespeare_experiment_runs_small(tmp_path):
 
 
 def test_a_teacher_laid_out_by_logical_axes_trains_the_same_student(lm_teacher, tmp_path):
-  """Tensor parallelism from the Transformer's logical axis names (sharding.TENSOR_RULES:
-  heads, MLP units and vocabulary split over the devices) on a 2-device mesh."""
-  from jaxkd.sharding import logical_shardings, place
-
+  """distill.teacher_layout='logical': tensor parallelism from the Transformer's logical axis
+  names (sharding.TENSOR_RULES: heads, MLP units and vocabulary split over the devices) on a
+  2-device mesh, read from disk into that layout; the student is the replicated run's."""
   root, path = lm_teacher
   mesh = make_mesh(jax.devices()[:2])
-  run = assemble(_student(root, path), tmp_path, mesh=mesh)
-  variables = run.teacher_variables[0]
-  shardings = logical_shardings(variables, {"params": param_logical_axes(variables["params"])},
-                                mesh)
-  sharded = place(variables, shardings)
-  params = sharded["params"]
-  assert params["block0"]["query"]["kernel"].addressable_shards[0].data.shape == (64, 1, 32)
-  assert params["block0"]["mlp_in"]["kernel"].addressable_shards[0].data.shape == (64, 64)
-  assert params["embed"]["embedding"].addressable_shards[0].data.shape == (6, 64)
-  assert params["block0"]["attention_norm"]["scale"].sharding.is_fully_replicated
-  results, initial = [], jax.device_get(run.state)
-  for teacher, layout in ((variables, jax.tree.map(lambda x: x.sharding, variables)),
-                          (sharded, shardings)):
-    step = make_train_step(run.spec, mesh, [layout])
-    state = jax.device_put(initial, run.state.step.sharding)  # The step donates its state.
+  results = []
+  for layout in ("replicated", "logical"):
+    run = assemble(_student(root, path, teacher_layout=layout), tmp_path / layout, mesh=mesh)
+    params = run.teacher_variables[0]["params"]
+    if layout == "logical":
+      assert params["block0"]["query"]["kernel"].addressable_shards[0].data.shape == (64, 1, 32)
+      assert params["block0"]["mlp_in"]["kernel"].addressable_shards[0].data.shape == (64, 64)
+      assert params["embed"]["embedding"].addressable_shards[0].data.shape == (6, 64)
+      assert params["block0"]["attention_norm"]["scale"].sharding.is_fully_replicated
+    else:
+      assert params["block0"]["query"]["kernel"].sharding.is_fully_replicated
+    step = make_train_step(run.spec, mesh, jax.tree.map(lambda x: x.sharding,
+                                                        run.teacher_variables))
+    state = run.state
     for s in range(3):
-      state, _ = step(state, [teacher], shard_batch(run.batches.batch(s), mesh))
+      state, _ = step(state, run.teacher_variables, shard_batch(run.batches.batch(s), mesh))
     results.append(jax.device_get(state.params))
   for a, b in zip(jax.tree.leaves(results[0]), jax.tree.leaves(results[1])):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

@@ -45,7 +45,7 @@ def test_inspect_lists_paths_shapes_and_parameter_count():
   import subprocess
   import sys
 
-  result = subprocess.run([sys.executable, "-m", "jaxkd.models.inspect", "--model", "resnet8",
+  result = subprocess.run([sys.executable, "-m", "jaxkd", "inspect", "--model", "resnet8",
                            "--num_classes", "100"], capture_output=True, text=True, timeout=120)
   assert result.returncode == 0, result.stderr[-2000:]
   lines = result.stdout.splitlines()

@@ -8,7 +8,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxkd import features
+from jaxkd.engine import features
 from jaxkd.models import create_model
 from jaxkd.models.cifar_mobile import channel_shuffle
 

@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import ml_collections
 import pytest
 
-from jaxkd import config_base
-from jaxkd.config_base import load_config_file
+from jaxkd import config as config_base
+from jaxkd.config import load_config_file
 from jaxkd.distill import build_objective
 from jaxkd.models import create_model
 

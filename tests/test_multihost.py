@@ -14,18 +14,18 @@ import numpy as np
 import pytest
 from conftest import toy_arrays
 
-from jaxkd import distributed
-from jaxkd.config_base import base_config
+from jaxkd.run import distributed
+from jaxkd.config import base_config
 from jaxkd.errors import JaxkdError
-from jaxkd.metric_writer import read_metrics
-from jaxkd.runs import load_run
-from jaxkd.sharding import make_mesh
+from jaxkd.run.metrics import read_metrics
+from jaxkd.run.saved import load_run
+from jaxkd.engine.sharding import make_mesh
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 STEPS, BATCH = 6, 16
 
 CONFIG = """
-from jaxkd.config_base import base_config
+from jaxkd.config import base_config
 
 
 def get_config():
@@ -44,12 +44,11 @@ def get_config():
   return config
 """
 
-# The CLI itself (jaxkd.main), with a record of the stable indices of every training batch
+# The CLI itself (python -m jaxkd train), with a record of the stable indices of every training batch
 # this process loaded, written at exit.
 DRIVER = """
 import json, os, sys
-from absl import app
-from jaxkd import main
+import jaxkd.cli
 from jaxkd.data import batches
 
 seen = {}
@@ -64,7 +63,7 @@ def batch(self, step):
 
 batches.TrainBatches.batch = batch
 try:
-  app.run(main.main, flags_parser=main.parse_flags)
+  jaxkd.cli.main([sys.argv[0], "train", *sys.argv[1:]])
 finally:
   with open(os.environ["SEEN_FILE"], "w") as f:
     json.dump(seen, f)

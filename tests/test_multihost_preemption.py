@@ -21,10 +21,10 @@ import pytest
 from conftest import toy_arrays
 from test_multihost import CONFIG, REPO, _finish, _free_port
 
-from jaxkd import train
-from jaxkd.metric_writer import read_metrics
-from jaxkd.runs import load_run
-from jaxkd.sharding import make_mesh
+from jaxkd.run import train
+from jaxkd.run.metrics import read_metrics
+from jaxkd.run.saved import load_run
+from jaxkd.engine.sharding import make_mesh
 
 STEPS, EVERY, BATCH = 96, 32, 16  # 8 steps per epoch
 
@@ -32,8 +32,8 @@ STEPS, EVERY, BATCH = 96, 32, 16  # 8 steps per epoch
 DRIVER = """
 import json, os, sys, time
 sys.modules["torch"] = None  # tensorboardX's optional import, unused here: 6 s of start-up.
-from absl import app
-from jaxkd import checkpoint, main
+from jaxkd.run import checkpoint
+import jaxkd.cli
 from jaxkd.data import batches
 
 delay, saved = float(os.environ.get("STEP_DELAY", "0")), []
@@ -54,7 +54,7 @@ def record(self, step, state, force=False):
 
 batches.TrainBatches.batch, checkpoint.Checkpointer.save = batch, record
 try:
-  app.run(main.main, flags_parser=main.parse_flags)
+  jaxkd.cli.main([sys.argv[0], "train", *sys.argv[1:]])
 finally:
   with open(os.environ["RECORD_FILE"], "w") as f:
     json.dump(saved, f)

@@ -1,16 +1,18 @@
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
+from conftest import toy_config
+from jaxkd.config import base_config, validate
 from jaxkd.errors import JaxkdError
-from jaxkd.optim import make_optimizer, make_schedule
+from jaxkd.engine.optim import make_optimizer, make_schedule
 
 
 def _schedule(**fields):
-  return ml_collections.ConfigDict({"warmup_epochs": 0.0, "boundaries_epochs": (),
-                                    "decay_factor": 0.1, "end_factor": 0.0, **fields})
+  config = base_config().schedule
+  config.update(fields)
+  return config
 
 
 def test_step_schedule_divides_at_epoch_boundaries():
@@ -33,9 +35,9 @@ def test_warmup_keeps_step_boundaries_absolute():
 
 
 def _optimizer(**fields):
-  return ml_collections.ConfigDict({"momentum": 0.0, "nesterov": False, "weight_decay": 0.0,
-                                    "decay_biases_and_norms": False, "grad_clip_norm": 0.0,
-                                    **fields})
+  config = base_config().optimizer
+  config.update({"momentum": 0.0, **fields})
+  return config
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam", "adamw"])
@@ -62,8 +64,11 @@ def test_sgd_weight_decay_is_l2_on_the_gradient():
 def test_unknown_optimizer_and_bad_learning_rate():
   with pytest.raises(JaxkdError, match="unknown optimizer 'lamb'.*Known optimizers: adam, adamw, sgd"):
     make_optimizer(_optimizer(name="lamb", learning_rate=0.1), optax.constant_schedule(0.1))
-  with pytest.raises(JaxkdError, match="learning_rate must be > 0"):
-    make_optimizer(_optimizer(name="sgd", learning_rate=0.0), optax.constant_schedule(0.0))
+  config = toy_config()
+  config.optimizer.learning_rate = 0.0
+  with pytest.raises(JaxkdError, match=r"optimizer.learning_rate=0.0 is out of range: it must "
+                                       r"be > 0"):
+    validate(config)  # Checked with the config, before any work.
   with pytest.raises(JaxkdError, match="unknown schedule 'linear'"):
     make_schedule(_schedule(name="linear"), 0.1, 10, 100)
 
@@ -82,7 +87,7 @@ def test_max_norm_projects_each_units_incoming_weights():
 
 
 def test_momentum_schedule_rises_linearly_to_the_momentum():
-  from jaxkd.optim import momentum_schedule
+  from jaxkd.engine.optim import momentum_schedule
 
   config = _optimizer(name="sgd", learning_rate=0.1, momentum=0.9, momentum_start=0.5,
                       momentum_warmup_epochs=2.0)

@@ -18,7 +18,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from jaxkd.features import apply_with_features
+from jaxkd.engine.features import apply_with_features
 from jaxkd.models import create_model
 from tests.reference import fixtures
 from tests.reference.seeded import seeded_state

@@ -1,4 +1,4 @@
-"""Populations (jaxkd.population): members equal the same configs trained alone; a population
+"""Populations (jaxkd.run.population): members equal the same configs trained alone; a population
 stopped by SIGTERM resumes to the bitwise state of an uninterrupted one."""
 
 import copy
@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 from conftest import npz_with_teacher, toy_config
 
-from jaxkd import population, train
+from jaxkd.run import population
+from jaxkd.run import train
 from jaxkd.errors import JaxkdError
-from jaxkd.export import export
-from jaxkd.metric_writer import read_metrics
-from jaxkd.runs import load_run
-from jaxkd.sharding import make_mesh
+from jaxkd.jobs.export import export
+from jaxkd.run.metrics import read_metrics
+from jaxkd.run.saved import load_run
+from jaxkd.engine.sharding import make_mesh
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,23 @@ def test_each_member_equals_its_config_trained_alone(data_and_teacher, tmp_path,
     assert [r["step"] for r in logged] == [r["step"] for r in reference]
     np.testing.assert_allclose([r["loss"] for r in logged], [r["loss"] for r in reference],
                                rtol=1e-5)
+
+
+def test_one_loop_a_student_alone_and_as_a_population_of_one(data_and_teacher, tmp_path):
+  """The one training loop (jaxkd.run.loop.fit) serves a single run and a population: one
+  student trained alone and as a population of one logs the same records and ends with
+  the same parameters (the vmapped step of one member computes what the plain step does)."""
+  config = _member(data_and_teacher)
+  alone = train.train_and_evaluate(copy.deepcopy(config), tmp_path / "alone")
+  (member,) = population.train_population([copy.deepcopy(config)], [tmp_path / "member"],
+                                          tmp_path / "population")
+  _assert_close(_params(tmp_path / "member"), _params(tmp_path / "alone"), rtol=1e-6, atol=1e-7)
+  assert member["test_errors"] == alone["test_errors"] and member["step"] == alone["step"] == 12
+  records = [read_metrics(tmp_path / name) for name in ("alone", "member")]
+  assert [(r["step"], r["split"]) for r in records[0]] == [(r["step"], r["split"])
+                                                           for r in records[1]]
+  for a, b in zip(*records):
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6)
 
 
 def test_a_population_stopped_by_sigterm_resumes_bitwise(data_and_teacher, tmp_path,

@@ -22,13 +22,13 @@ import optax
 import pytest
 from conftest import toy_arrays, toy_config
 
-from jaxkd import train
-from jaxkd.checkpoint import CORRUPT_SUFFIX, Checkpointer, DamagedCheckpoint
+from jaxkd.run import train
+from jaxkd.run.checkpoint import CORRUPT_SUFFIX, Checkpointer, DamagedCheckpoint
 from jaxkd.errors import JaxkdError
-from jaxkd.metric_writer import read_metrics
+from jaxkd.run.metrics import read_metrics
 from jaxkd.models import create_model
-from jaxkd.sharding import make_mesh
-from jaxkd.state import init_train_state
+from jaxkd.engine.sharding import make_mesh
+from jaxkd.engine.state import init_train_state
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # A failed tensorstore read leaves callbacks for orbax's closed event loop ("Event loop is
@@ -85,7 +85,7 @@ def cli(tmp_path_factory):
   env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}  # One device.
 
   def command(workdir):
-    return [sys.executable, "-m", "jaxkd.main", f"--config={config_path}", f"--workdir={workdir}",
+    return [sys.executable, "-m", "jaxkd", "train", f"--config={config_path}", f"--workdir={workdir}",
             f"--config.train.num_steps={NUM_STEPS}"]
 
   def run(workdir):

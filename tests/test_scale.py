@@ -14,19 +14,21 @@ import orbax.checkpoint as ocp
 import pytest
 from conftest import toy_arrays, toy_config
 
-from jaxkd import config_base, teachers, train
-from jaxkd.assemble import connect_features
-from jaxkd.checkpoint import Checkpointer
+from jaxkd import config as config_base
+from jaxkd.run import teachers
+from jaxkd.run import train
+from jaxkd.run.assemble import connect_features
+from jaxkd.run.checkpoint import Checkpointer
 from jaxkd.data import ArrayDataset, Preprocess, TrainBatches, preprocessing
 from jaxkd.distill import build_objective
 from jaxkd.errors import JaxkdError
 from hlo_stats import collective_bytes, collectives
 from jaxkd.models import MODELS, create_model
-from jaxkd.runs import Run, load_run
-from jaxkd.sharding import (make_mesh, place, replicated, shard_batch,
+from jaxkd.run.saved import SavedRun, load_run
+from jaxkd.engine.sharding import (make_mesh, place, replicated, shard_batch,
                             split_largest_axis)
-from jaxkd.state import init_train_state
-from jaxkd.step import Precision, StepSpec, make_train_step
+from jaxkd.engine.state import init_train_state
+from jaxkd.engine.step import Precision, StepSpec, make_train_step
 
 KD = {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "temperature": 2.0}}
 
@@ -94,7 +96,7 @@ def test_a_sharded_teacher_is_read_straight_into_its_shards_without_optimizer_st
   reads = _array_reads(monkeypatch)
   sharded = load_run(wide_teacher, mesh, layout="sharded")
   # Only the variables were read from disk, nothing of the optimizer state or the step's rng.
-  assert {f.name for f in dataclasses.fields(Run)}.isdisjoint({"opt_state", "state"})
+  assert {f.name for f in dataclasses.fields(SavedRun)}.isdisjoint({"opt_state", "state"})
   assert set(sharded.variables) == {"params", "batch_stats"}
   assert reads and all(name.startswith(("params.", "model_state.")) for name in reads), reads
   assert len(reads) == len(jax.tree.leaves(sharded.variables))
@@ -118,7 +120,7 @@ def test_a_sharded_teacher_is_read_straight_into_its_shards_without_optimizer_st
     load_run(wide_teacher, mesh, layout="diagonal")
 
 
-def test_shard_teacher_loads_each_teacher_sharded_and_casts_it_in_place(wide_teacher,
+def test_a_sharded_teacher_layout_loads_each_teacher_sharded_and_casts_it_in_place(wide_teacher,
                                                                         monkeypatch):
   layouts = []
 
@@ -129,7 +131,7 @@ def test_shard_teacher_loads_each_teacher_sharded_and_casts_it_in_place(wide_tea
   monkeypatch.setattr(teachers, "load_run", spy)
   mesh = make_mesh()
   config = ml_collections.ConfigDict({"teachers": (str(wide_teacher),), "soft_labels": (),
-                                      "shard_teacher": True})
+                                      "teacher_layout": "sharded"})
   objective = build_objective(ml_collections.ConfigDict({"terms": KD,
                                                          "teacher_combine": "average"}), 8, 8)
   data = ArrayDataset(*toy_arrays(64, 0), num_classes=4, name="toy", split="train")
@@ -155,13 +157,13 @@ def _setup(student, teacher_widths, terms=KD):
   model = create_model(ml_collections.ConfigDict(student), 4)
   teacher = create_model(ml_collections.ConfigDict({"name": "mlp", "widths": teacher_widths}), 4)
   teacher_variables = jax.jit(teacher.init, out_shardings=replicated(mesh))(
-      jax.random.PRNGKey(9), jnp.zeros((1, *data.image_shape)))
+      jax.random.PRNGKey(9), jnp.zeros((1, *data.input_shape)))
   objective = build_objective(ml_collections.ConfigDict({"terms": terms,
                                                          "teacher_combine": "average"}), 8, 8)
   objective, aux_params, aux_state = connect_features(
-      objective, model, [teacher], [teacher_variables], data.image_shape, 0, data)
+      objective, model, [teacher], [teacher_variables], data.input_shape, 0, data)
   tx = optax.sgd(0.05, momentum=0.9)
-  state = init_train_state(model, tx, data.image_shape, 0, mesh, aux_params, aux_state)
+  state = init_train_state(model, tx, data.input_shape, 0, mesh, aux_params, aux_state)
   def make_step(student_dtype="float32", teacher_dtype="float32", teacher_shardings=None):
     precision = Precision(jnp.dtype(student_dtype), jnp.dtype(teacher_dtype))
     spec = StepSpec(model, tx, objective, Preprocess((0.5,), (0.5,)), 4, teachers=[teacher],

@@ -1,13 +1,13 @@
-"""jaxkd.search: successive halving over populations, ranked on validation only."""
+"""jaxkd.jobs.search: successive halving over populations, ranked on validation only."""
 
 import numpy as np
 import pytest
 from conftest import npz_with_teacher, toy_config
 
-from jaxkd.config_base import load_config_file
+from jaxkd.config import load_config_file
 from jaxkd.errors import JaxkdError
-from jaxkd.metric_writer import read_metrics
-from jaxkd.search import parse_space, search
+from jaxkd.run.metrics import read_metrics
+from jaxkd.jobs.search import parse_space, search
 
 
 def test_spaces_parse_and_sample_within_their_bounds():

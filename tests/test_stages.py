@@ -8,8 +8,9 @@ import pytest
 from conftest import user_net_configs
 
 import test_distill_features  # noqa: F401  (registers the user model 'test_user_net')
-from jaxkd import config_base, train
-from jaxkd.checkpoint import Checkpointer
+from jaxkd import config as config_base
+from jaxkd.run import train
+from jaxkd.run.checkpoint import Checkpointer
 from jaxkd.errors import JaxkdError
 
 

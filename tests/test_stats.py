@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from jaxkd.stats import mean_std, welch_interval
+from jaxkd.jobs.stats import mean_std, welch_interval
 
 
 def test_welch_interval_on_a_hand_worked_case():

@@ -1,16 +1,16 @@
 """imagenet2012 as a stream from tfds (on tfds.testing.mock_data)."""
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from conftest import toy_config
 
-from jaxkd import train
+from jaxkd.config import base_config
+from jaxkd.run import train
 from jaxkd.data import StreamDataset, load_split, preprocessing
 
-CONFIG = ml_collections.ConfigDict({"name": "imagenet2012", "data_dir": None, "image_size": 32,
-                                    "mean": None, "std": None, "crop_padding": None, "flip": None})
+CONFIG = base_config().dataset
+CONFIG.update(name="imagenet2012", image_size=32)
 
 
 @pytest.fixture
@@ -25,7 +25,7 @@ def _indices(batches, start, end):
 
 def test_stream_batches_are_deterministic_and_resumable(mock_imagenet):
   data = load_split(CONFIG, "train")
-  assert isinstance(data, StreamDataset) and len(data) == 10 and data.image_shape == (32, 32, 3)
+  assert isinstance(data, StreamDataset) and len(data) == 10 and data.input_shape == (32, 32, 3)
   batches = data.train_batches(4, seed=0)
   assert batches.steps_per_epoch == 2
   first = next(batches.iterate(0, 1))

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import toy_arrays, toy_config
 
-from jaxkd.config_base import load_config_file
+from jaxkd.config import load_config_file
 from jaxkd.errors import JaxkdError
-from jaxkd.metric_writer import read_metrics
-from jaxkd.sharding import make_mesh
-from jaxkd.sweep import Sweep, split_values
+from jaxkd.run.metrics import read_metrics
+from jaxkd.engine.sharding import make_mesh
+from jaxkd.jobs.sweep.grid import Sweep, split_values
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -103,11 +103,11 @@ def test_unknown_key_wrong_type_and_pipeline_config_are_clear_errors(tmp_path):
 def test_command_line_lists_cells_and_reports_unknown_keys(tmp_path):
   config_file = tmp_path / "toy_config.py"
   config_file.write_text(  # A small file: listing cells imports neither jax nor TensorFlow.
-      "from jaxkd.config_base import base_config\n\ndef get_config():\n"
+      "from jaxkd.config import base_config\n\ndef get_config():\n"
       "  config = base_config()\n  config.dataset.name = 'npz'\n  config.model.name = 'mlp'\n"
       "  config.model.widths = (32,)\n  config.optimizer.learning_rate = 0.1\n"
       "  config.train.batch_size = 32\n  config.train.num_steps = 8\n  return config\n")
-  base = [sys.executable, "-m", "jaxkd.sweep", f"--config={config_file}",
+  base = [sys.executable, "-m", "jaxkd", "sweep", f"--config={config_file}",
           f"--workdir={tmp_path / 'sweep'}", "--sweep", "model.widths=(8,),(16,)", "--seeds=2"]
   listed = subprocess.run(base + ["--list"], capture_output=True, text=True, cwd=ROOT)
   assert listed.returncode == 0, listed.stderr
@@ -117,7 +117,7 @@ def test_command_line_lists_cells_and_reports_unknown_keys(tmp_path):
   bad = subprocess.run(base + ["--sweep", "train.epoch=1,2"], capture_output=True, text=True,
                        cwd=ROOT)
   assert bad.returncode == 2
-  assert "jaxkd.sweep: error: --sweep train.epoch: unknown config field 'epoch'" in bad.stderr
+  assert "jaxkd: error: --sweep train.epoch: unknown config field 'epoch'" in bad.stderr
   assert "did you mean 'epochs'" in bad.stderr
 
 
@@ -141,7 +141,7 @@ def test_write_hparams_puts_the_flat_config_in_the_runs_event_file(tmp_path):
   import ml_collections
   from tensorboardX.proto.plugin_hparams_pb2 import HParamsPluginData
 
-  from jaxkd.metric_writer import MetricWriter, flatten_hparams
+  from jaxkd.run.metrics import MetricWriter, flatten_hparams
 
   config = toy_config()
   config.distill.terms.kd = ml_collections.ConfigDict({"weight": 0.9, "temperature": 4.0})
@@ -171,7 +171,7 @@ def test_write_hparams_puts_the_flat_config_in_the_runs_event_file(tmp_path):
 def test_a_vectorized_sweep_gives_the_cells_of_a_sequential_one(tmp_path, capsys):
   """The same grid (2 temperatures x 2 seeds of a distilled student) as populations (one per
   seed, sharing the teacher) and one cell at a time: the same errors in every cell."""
-  from jaxkd import train
+  from jaxkd.run import train
 
   config = _npz_config(tmp_path)
   teacher = toy_config(num_steps=20)

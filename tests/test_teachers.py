@@ -9,16 +9,17 @@ import optax
 import pytest
 from conftest import toy_arrays, toy_config
 
-from jaxkd import pipeline, train
+from jaxkd.jobs import pipeline
+from jaxkd.run import train
 from jaxkd.data import ArrayDataset, Preprocess, TrainBatches, load_split, preprocessing
 from jaxkd.distill import build_objective
 from jaxkd.errors import JaxkdError
-from jaxkd.metric_writer import read_metrics
-from jaxkd.runs import load_run
-from jaxkd.sharding import make_mesh, shard_batch
-from jaxkd.soft_labels import load_soft_labels, write_soft_labels
-from jaxkd.state import init_train_state
-from jaxkd.step import StepSpec, make_train_step
+from jaxkd.run.metrics import read_metrics
+from jaxkd.run.saved import load_run
+from jaxkd.engine.sharding import make_mesh, shard_batch
+from jaxkd.run.soft_labels import load_soft_labels, write_soft_labels
+from jaxkd.engine.state import init_train_state
+from jaxkd.engine.step import StepSpec, make_train_step
 
 
 def _npz_config(path, widths=(32,), num_steps=30):
@@ -61,7 +62,7 @@ def test_cached_and_online_give_the_same_loss_and_cached_runs_no_teacher(toy_tea
   objective = build_objective(config.distill, 16, 30)
   model = teacher.model.clone(widths=(32,))
   tx = optax.sgd(0.1)
-  state = init_train_state(model, tx, data.image_shape, 0, mesh)
+  state = init_train_state(model, tx, data.input_shape, 0, mesh)
   batches = TrainBatches(data, 32, seed=0)
   batches.add_extra("teacher_logits", load_soft_labels(cache, data, fields)[:, None])
   batch = batches.batch(3)
@@ -71,7 +72,7 @@ def test_cached_and_online_give_the_same_loss_and_cached_runs_no_teacher(toy_tea
                                     teachers=[teacher.model]), mesh)
   cached = make_train_step(StepSpec(model, tx, objective, Preprocess(**fields), 4), mesh)
   _, online_metrics = online(state, [teacher.variables], shard_batch(online_batch, mesh))
-  state = init_train_state(model, tx, data.image_shape, 0, mesh)  # The first was donated.
+  state = init_train_state(model, tx, data.input_shape, 0, mesh)  # The first was donated.
   _, cached_metrics = cached(state, [], shard_batch(batch, mesh))
   np.testing.assert_allclose(cached_metrics["loss/kd"], online_metrics["loss/kd"], rtol=1e-5)
   np.testing.assert_allclose(cached_metrics["loss"], online_metrics["loss"], rtol=1e-5)
@@ -95,10 +96,10 @@ def test_cache_that_does_not_match_the_data_is_refused(toy_teacher, tmp_path):
   fields = preprocessing(config.dataset, 1)
   logits = load_soft_labels(cache, data, fields)  # Top-2: the rest have probability 0.
   assert ((jax.nn.softmax(logits) > 0).sum(-1) == 2).all()
-  relabelled = ArrayDataset(data.images, (data.labels + 1) % 4, 4, name="npz", split="train")
+  relabelled = ArrayDataset(data.inputs, (data.labels + 1) % 4, 4, name="npz", split="train")
   with pytest.raises(JaxkdError, match="does not match the data: its fingerprint"):
     load_soft_labels(cache, relabelled, fields)
-  fewer = ArrayDataset(data.images[:100], data.labels[:100], 4, name="npz", split="train")
+  fewer = ArrayDataset(data.inputs[:100], data.labels[:100], 4, name="npz", split="train")
   with pytest.raises(JaxkdError, match="its count is 512, this run has 100"):
     load_soft_labels(cache, fewer, fields)
   with pytest.raises(JaxkdError, match="its mean is"):
@@ -200,14 +201,15 @@ def test_pipeline_writes_the_report(toy_teacher, tmp_path):
 
 
 def test_sharded_bfloat16_teacher_from_the_config(toy_teacher, tmp_path, monkeypatch):
-  """distill.shard_teacher and precision.teacher reach the run: the teacher's large arrays
+  """distill.teacher_layout='sharded' and precision.teacher reach the run: the teacher's large arrays
   are split over the 8 devices and kept in bfloat16, and the student trains on it."""
-  from jaxkd import sharding
-  from jaxkd.teachers import prepare_teachers
+  from jaxkd.engine import sharding
+  from jaxkd.run.teachers import prepare_teachers
 
   monkeypatch.setattr(sharding, "SPLIT_MIN_ELEMENTS", 1024)  # The toy teacher is small.
   teacher_dir, npz_path = toy_teacher
-  config = _distill_config(npz_path, teachers=(str(teacher_dir),), shard_teacher=True)
+  config = _distill_config(npz_path, teachers=(str(teacher_dir),),
+                           teacher_layout="sharded")
   config.precision.teacher = "bfloat16"
   config.train.num_steps = 4
   data = load_split(config.dataset, "train")

@@ -6,16 +6,16 @@ import optax
 import pytest
 from conftest import toy_arrays, toy_config
 
-from jaxkd import train
+from jaxkd.run import train
 from jaxkd.data import ArrayDataset, Preprocess, TrainBatches
 from jaxkd.errors import JaxkdError
-from jaxkd.metric_writer import read_metrics
+from jaxkd.run.metrics import read_metrics
 from jaxkd.models import create_model
 from jaxkd.distill import build_objective
-from jaxkd.evaluation import select_on_validation
-from jaxkd.sharding import make_mesh, replicated, shard_batch
-from jaxkd.state import init_train_state
-from jaxkd.step import StepSpec, make_train_step, train_step
+from jaxkd.engine.evaluation import select_on_validation
+from jaxkd.engine.sharding import make_mesh, replicated, shard_batch
+from jaxkd.engine.state import init_train_state
+from jaxkd.engine.step import StepSpec, make_train_step, train_step
 
 
 def test_loss_decreases_and_eval_counts_every_test_example(tmp_path, toy_datasets):
@@ -41,7 +41,7 @@ def _train_steps(devices, model_config, image_size, num_steps=4):
       "terms": {"ce": {"weight": 0.5}, "kd": {"weight": 0.5, "temperature": 2.0}},
       "teacher_combine": "average"}), steps_per_epoch=8, total_steps=num_steps)
   tx = optax.sgd(0.1, momentum=0.9)
-  state = init_train_state(model, tx, train_data.image_shape, 0, mesh)
+  state = init_train_state(model, tx, train_data.input_shape, 0, mesh)
   preprocess = Preprocess((0.5,), (0.5,), crop_padding=1, flip=True)
   step = make_train_step(StepSpec(model, tx, objective, preprocess, 4, teachers=[teacher]), mesh)
   batches = TrainBatches(train_data, 32, seed=0)
@@ -117,9 +117,9 @@ def test_the_validation_split_is_fixed_by_its_seed_and_disjoint():
   train_b, held_b = split_validation(data, 10, seed=0)
   _, held_c = split_validation(data, 10, seed=1)
   assert len(train_a) == 40 and len(held_a) == 10 and held_a.split == "validation"
-  np.testing.assert_array_equal(held_a.images, held_b.images)
-  assert not np.array_equal(held_a.images, held_c.images)
-  rows = lambda d: {x.tobytes() + bytes([y]) for x, y in zip(d.images, d.labels)}
+  np.testing.assert_array_equal(held_a.inputs, held_b.inputs)
+  assert not np.array_equal(held_a.inputs, held_c.inputs)
+  rows = lambda d: {x.tobytes() + bytes([y]) for x, y in zip(d.inputs, d.labels)}
   assert rows(train_a) | rows(held_a) == rows(data) and not rows(train_a) & rows(held_a)
   with pytest.raises(JaxkdError, match="validation_size=50"):
     split_validation(data, 50)
@@ -139,7 +139,7 @@ def test_the_step_vmaps_over_a_leading_member_axis_of_the_state():
   tx = optax.sgd(0.1, momentum=0.9)
   spec = StepSpec(model, tx, objective, Preprocess((0.5,), (0.5,), crop_padding=1, flip=True), 4,
                   teachers=[teacher])
-  members = [init_train_state(model, tx, data.image_shape, seed, mesh) for seed in (0, 1)]
+  members = [init_train_state(model, tx, data.input_shape, seed, mesh) for seed in (0, 1)]
   batches = [{k: jnp.asarray(v) for k, v in TrainBatches(data, 16, seed=0).batch(s).items()}
              for s in range(2)]
   step = jax.jit(jax.vmap(lambda state, batch: train_step(spec, state, [teacher_variables], batch),

@@ -1,4 +1,4 @@
-"""Transfer sets (jaxkd.transfer): labeled subsets, class filters, extra unlabeled data,
+"""Transfer sets (jaxkd.data.transfer): labeled subsets, class filters, extra unlabeled data,
 label terms over the labeled examples only, refusals, soft labels keyed to the set."""
 
 import jax
@@ -8,16 +8,17 @@ import numpy as np
 import pytest
 from conftest import toy_arrays, toy_config
 
-from jaxkd import train
+from jaxkd.run import train
 from jaxkd.data import ArrayDataset, load_npz
 from jaxkd.distill import TermInputs, build_objective
 from jaxkd.errors import JaxkdError
-from jaxkd.soft_labels import load_soft_labels, write_soft_labels
-from jaxkd.transfer import build_transfer_set, transfer_defaults
+from jaxkd.run.soft_labels import load_soft_labels, write_soft_labels
+from jaxkd.config import base_config, validate
+from jaxkd.data.transfer import build_transfer_set
 
 
 def _transfer(**fields) -> ml_collections.ConfigDict:
-  config = transfer_defaults()
+  config = base_config().transfer
   config.update(fields)
   return config
 
@@ -32,7 +33,7 @@ def test_labeled_fraction_keeps_that_many_labels_chosen_by_seed(data):
   assert len(half) == 40 and half.num_labeled == 10
   kept = half.labels >= 0
   np.testing.assert_array_equal(half.labels[kept], data.labels[kept])  # Labels unchanged.
-  np.testing.assert_array_equal(half.images, data.images)  # Same examples, same order.
+  np.testing.assert_array_equal(half.inputs, data.inputs)  # Same examples, same order.
   again = build_transfer_set(data, _transfer(labeled_fraction=0.25, labeled_seed=3))
   other = build_transfer_set(data, _transfer(labeled_fraction=0.25, labeled_seed=4))
   np.testing.assert_array_equal(again.labels, half.labels)
@@ -41,13 +42,13 @@ def test_labeled_fraction_keeps_that_many_labels_chosen_by_seed(data):
   given = build_transfer_set(data, _transfer(labeled_indices=(0, 5, 7)))
   assert np.flatnonzero(given.labels >= 0).tolist() == [0, 5, 7]
   dropped = build_transfer_set(data, _transfer(labeled_indices=(0, 5, 7), unlabeled="drop"))
-  np.testing.assert_array_equal(dropped.images, data.images[[0, 5, 7]])
+  np.testing.assert_array_equal(dropped.inputs, data.inputs[[0, 5, 7]])
 
 
 def test_class_filters_and_extra_unlabeled_data(data):
   no_threes = build_transfer_set(data, _transfer(drop_classes=(3,)))
   assert len(no_threes) == int(np.sum(data.labels != 3)) and 3 not in no_threes.labels
-  np.testing.assert_array_equal(no_threes.images, data.images[data.labels != 3])
+  np.testing.assert_array_equal(no_threes.inputs, data.inputs[data.labels != 3])
   only = build_transfer_set(data, _transfer(keep_classes=(0, 1)))
   assert set(only.labels.tolist()) == {0, 1}
   extra_x, _ = toy_arrays(6, 9)
@@ -56,11 +57,13 @@ def test_class_filters_and_extra_unlabeled_data(data):
   spec.extra.name = "pool"
   grown = build_transfer_set(data, spec, load)
   assert len(grown) == 46 and grown.num_labeled == 40 and (grown.labels[40:] == -1).all()
-  np.testing.assert_array_equal(grown.images[40:], extra_x)
+  np.testing.assert_array_equal(grown.inputs[40:], extra_x)
   with pytest.raises(JaxkdError, match="classes \\[7\\] are not among 4"):
     build_transfer_set(data, _transfer(drop_classes=(7,)))
+  both = toy_config()
+  both.transfer.update(drop_classes=(1,), keep_classes=(2,))
   with pytest.raises(JaxkdError, match="not both"):
-    build_transfer_set(data, _transfer(drop_classes=(1,), keep_classes=(2,)))
+    validate(both)  # Checked with the config, before any data is read.
   with pytest.raises(JaxkdError, match="labeled_indices: \\[99\\]"):
     build_transfer_set(data, _transfer(labeled_indices=(99,)))
 
@@ -120,7 +123,7 @@ def test_soft_labels_written_for_a_transfer_set_are_keyed_to_it(tmp_path, toy_da
   """A cache of the student's transfer set (drop class 3) covers exactly its examples, in
   its order; the teacher's full-set cache is refused for it."""
   path = tmp_path / "toy.npz"
-  x, y = toy_datasets[0].images, toy_datasets[0].labels
+  x, y = toy_datasets[0].inputs, toy_datasets[0].labels
   np.savez(path, x_train=x, y_train=y, x_test=x[:64], y_test=y[:64])
   teacher = toy_config(num_steps=10)
   teacher.dataset.path = str(path)
@@ -128,7 +131,7 @@ def test_soft_labels_written_for_a_transfer_set_are_keyed_to_it(tmp_path, toy_da
   student = toy_config()
   student.dataset.path = str(path)
   student.transfer.drop_classes = (3,)
-  from jaxkd.assemble import transfer_set_of
+  from jaxkd.run.assemble import transfer_set_of
   from jaxkd.data import preprocessing
   transfer = transfer_set_of(student)
   fields = preprocessing(student.dataset, 1)
@@ -159,13 +162,13 @@ def test_extra_unlabeled_data_from_another_file_joins_the_run(tmp_path, toy_data
   config.distill.teachers = (str(tmp_path / "teacher"),)
   config.distill.terms = {"ce": {"weight": 0.5}, "kd": {"weight": 0.5}}
   train.train_and_evaluate(config, tmp_path / "student", datasets=toy_datasets)
-  from jaxkd.metric_writer import read_metrics
+  from jaxkd.run.metrics import read_metrics
   first = [r for r in read_metrics(tmp_path / "student") if r["split"] == "train"][0]
   assert first["loss/kd"] > 0
   import json
   info = json.loads((tmp_path / "student" / "config.json").read_text())
   assert info["transfer"]["extra"]["name"] == "npz"
-  from jaxkd.assemble import load_data
+  from jaxkd.run.assemble import load_data
   transfer, _, _ = load_data(config, toy_datasets)
   assert len(transfer) == 512 + 96 and transfer.num_labeled == 512
   assert "extra=npz/train:96" in transfer.split

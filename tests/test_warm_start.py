@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from conftest import toy_arrays, toy_config
 
-from jaxkd import train
+from jaxkd.run import train
 from jaxkd.data import ArrayDataset
 from jaxkd.data.augment import Preprocess, model_input
 from jaxkd.errors import JaxkdError
-from jaxkd.export import export, load_exported, load_portable, make_inference_fn
-from jaxkd.runs import load_run
-from jaxkd.sharding import make_mesh
+from jaxkd.jobs.export import export, load_exported, load_portable, make_inference_fn
+from jaxkd.run.saved import load_run
+from jaxkd.engine.sharding import make_mesh
 
 
 def test_init_from_loads_what_fits_and_starts_a_new_head_fresh(tmp_path, toy_datasets, capsys):
@@ -46,21 +46,21 @@ def test_tabular_features_train_export_and_are_never_scaled_as_pixels(tmp_path):
   rng = np.random.default_rng(0)
   x = rng.normal(size=(300, 5)).astype(np.float32)
   y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.int32)
-  data = tuple(ArrayDataset(x[part], y[part], 2, name="table", split=split, kind="features")
+  data = tuple(ArrayDataset(x[part], y[part], 2, name="table", split=split, kind="numeric")
                for part, split in ((slice(0, 240), "train"), (slice(240, 300), "test")))
   preprocess = Preprocess((0.5,), (0.5,), crop_padding=2, flip=True)
-  np.testing.assert_array_equal(model_input({"features": x}, preprocess, key=None), x)
+  np.testing.assert_array_equal(model_input({"numeric": x}, preprocess, key=None), x)
   config = toy_config(num_steps=60, batch_size=40)
   result = train.train_and_evaluate(config, tmp_path / "run", datasets=data)
   assert result["test_accuracy"] > 0.9
   export(tmp_path / "run", tmp_path / "export", latency_batch_size=8, latency_repeats=1)
   model, variables, info = load_exported(tmp_path / "export")
-  assert info["input_kind"] == "features"
+  assert info["input_kind"] == "numeric"
   want = np.asarray(model.apply(variables, x[240:], train=False))  # Raw features, unscaled.
   np.testing.assert_allclose(make_inference_fn(model, variables, info)(x[240:]), want, rtol=1e-5)
   np.testing.assert_allclose(load_portable(tmp_path / "export", "float32")(x[240:]), want,
                              rtol=1e-5, atol=1e-6)
   with pytest.raises(JaxkdError, match="tokens must be integer ids"):
     ArrayDataset(x, y, 2, kind="tokens")
-  with pytest.raises(JaxkdError, match="kind='features'"):
+  with pytest.raises(JaxkdError, match="kind='numeric'"):
     ArrayDataset(x, y, 2)

@@ -1,7 +1,7 @@
 """CIFAR-100 distillation: the CRD benchmark's pairs x methods, generated, not copied.
 
 Argument: 'TEACHER,STUDENT,METHOD[,smoke]', e.g.
-  python -m jaxkd.main --config=configs/cifar100/distill.py:wrn_40_2,wrn_16_2,kd \\
+  python -m jaxkd train --config=configs/cifar100/distill.py:wrn_40_2,wrn_16_2,kd \\
       --workdir=runs/cifar100/wrn_40_2-wrn_16_2-kd
 The teacher is read from runs/cifar100/TEACHER (train it with
 configs/cifar100/teacher.py:TEACHER), or --config.distill.teachers='("DIR",)'.
@@ -50,7 +50,7 @@ import pathlib
 
 import ml_collections
 
-from jaxkd.config_base import load_config_file
+from jaxkd.config import load_config_file
 from jaxkd.models.cifar import VGG_BLOCKS
 
 PAIRS = (("wrn_40_2", "wrn_16_2"), ("wrn_40_2", "wrn_40_1"), ("resnet56", "resnet20"),

@@ -6,13 +6,13 @@ batch 64, random crop 32 with padding 4 and horizontal flip; lr 0.01 for
 MobileNetV2 and ShuffleNet (as the benchmark trains them).
 
 Run (the argument is the model; add ',smoke' for a 2-step run on any data):
-  python -m jaxkd.main --config=configs/cifar100/teacher.py:resnet56 --workdir=runs/cifar100/resnet56
+  python -m jaxkd train --config=configs/cifar100/teacher.py:resnet56 --workdir=runs/cifar100/resnet56
 Teachers of the CRD pairs: resnet56, resnet110, resnet32x4, wrn_40_2, vgg13.
 Published accuracies to expect (CRD, table 1): resnet56 72.34, resnet110 74.31,
 resnet32x4 79.42, wrn_40_2 75.61, vgg13 74.64.
 """
 
-from jaxkd.config_base import base_config
+from jaxkd.config import base_config
 
 TEACHERS = ("resnet56", "resnet110", "resnet32x4", "wrn_40_2", "vgg13")
 SMALL_LR_MODELS = ("mobilenetv2", "shufflenetv1", "shufflenetv2")

@@ -13,13 +13,13 @@ configs/mnist/teacher_lenet.py (the demo's teacher):
 The labeled digits: transfer.labeled_fraction = 0.1 of the 1258 training digits (126,
 drawn with seed 0), the same for every arm. Every arm trains 1500 steps of 32.
 
-  python -m jaxkd.main --config=configs/digits/transfer.py:alone,runs/digits_transfer \\
+  python -m jaxkd train --config=configs/digits/transfer.py:alone,runs/digits_transfer \\
       --workdir=runs/digits_transfer/alone/seed=0
 """
 
 import ml_collections
 
-from jaxkd.config_base import base_config
+from jaxkd.config import base_config
 
 LABELED_FRACTION = 0.1
 STEPS = 1500

@@ -2,7 +2,7 @@
 configs/imagenet/teacher.py (100 epochs, lr 0.1 x batch/256, /10 at 30/60/90, wd 1e-4).
 
 Run (the teacher trained first with configs/imagenet/teacher.py:resnet34):
-  python -m jaxkd.main --config=configs/imagenet/distill.py --workdir=runs/imagenet/resnet34-resnet18-kd
+  python -m jaxkd train --config=configs/imagenet/distill.py --workdir=runs/imagenet/resnet34-resnet18-kd
 Argument ',smoke' (e.g. distill.py:smoke) gives a 2-step run at 32x32. The CRD paper
 reports 70.66% top-1 for this KD student (69.76% without a teacher).
 """
@@ -11,7 +11,7 @@ import pathlib
 
 import ml_collections
 
-from jaxkd.config_base import load_config_file
+from jaxkd.config import load_config_file
 
 
 def get_config(arg: str = ""):

@@ -4,11 +4,11 @@
 epochs 30/60/90, weight decay 1e-4, batch 256, random-resized crop 224 and flip.
 
 Run (argument: resnet18 | resnet34 | resnet50, add ',smoke' for 2 steps at 32x32):
-  python -m jaxkd.main --config=configs/imagenet/teacher.py:resnet34 --workdir=runs/imagenet/resnet34
+  python -m jaxkd train --config=configs/imagenet/teacher.py:resnet34 --workdir=runs/imagenet/resnet34
 Expect about 73.3% top-1 for resnet34 (torchvision's reference).
 """
 
-from jaxkd.config_base import base_config
+from jaxkd.config import base_config
 
 
 def get_config(arg: str = "resnet34"):

@@ -4,7 +4,7 @@ augmented view (random 2-pixel shifts + mixup), and the student learns from the
 teacher alone (kd at T=1, no label term).
 
 Run:
-  python -m jaxkd.main --config=configs/mnist/function_matching.py --workdir=runs/mnist_fm
+  python -m jaxkd train --config=configs/mnist/function_matching.py --workdir=runs/mnist_fm
 The teacher of configs/mnist/pipeline.py can be reused with
 --config.teacher_workdir=runs/mnist_pipeline/teacher.
 """
@@ -13,7 +13,7 @@ import pathlib
 
 import ml_collections
 
-from jaxkd.config_base import load_config_file
+from jaxkd.config import load_config_file
 
 
 def get_config():

@@ -14,13 +14,13 @@ The paper reports 67 test errors for the teacher, 146 for the student alone and
 (experiments/mnist_hinton/README.md).
 
 Run: python experiments/mnist_hinton/run.py (the table goes to its README), or
-  python -m jaxkd.main --config=configs/mnist/hinton.py --workdir=runs/mnist_hinton
+  python -m jaxkd train --config=configs/mnist/hinton.py --workdir=runs/mnist_hinton
 """
 
 import math
 import pathlib
 
-from jaxkd.config_base import load_config_file
+from jaxkd.config import load_config_file
 
 
 def get_config():

@@ -19,7 +19,7 @@ Both students clip gradients at norm 5 (early KD gradients against a confident
 teacher are large).
 
 Run:
-  python -m jaxkd.main --config=configs/mnist/pipeline.py --workdir=runs/mnist_pipeline
+  python -m jaxkd train --config=configs/mnist/pipeline.py --workdir=runs/mnist_pipeline
   (--config.student.seed=3 for seeds 3, 4, 5; --config.distill.mode=online to run the
   teacher inside the student's step instead of caching its soft labels)
 
@@ -35,12 +35,11 @@ import pathlib
 
 import ml_collections
 
-from jaxkd.config_base import load_config_file
+from jaxkd.config import load_config_file, pipeline_config
 
 
 def get_config():
-  config = ml_collections.ConfigDict()
-  config.job = "pipeline"
+  config = pipeline_config()  # Every pipeline field with its default; the ones set below.
   config.teacher = load_config_file(pathlib.Path(__file__).with_name("teacher_lenet.py"))
   config.teacher_workdir = ""  # A teacher trained elsewhere; empty: train one in WORKDIR/teacher.
 
@@ -54,17 +53,12 @@ def get_config():
   student.seeds = 3  # student.seed, student.seed + 1, ...: the statistics of the report
   config.student = student
 
-  config.distill = ml_collections.ConfigDict(dict(
-      terms=ml_collections.ConfigDict(dict(
-          ce=ml_collections.ConfigDict(dict(weight=0.1)),
-          kd=ml_collections.ConfigDict(dict(weight=0.9, temperature=4.0)),
-      )),
-      teacher_combine="average",
-      mode="cached",  # cached | online
-      soft_label_dtype="float32",
-      top_k=0,
+  config.distill.terms = ml_collections.ConfigDict(dict(
+      ce=ml_collections.ConfigDict(dict(weight=0.1)),
+      kd=ml_collections.ConfigDict(dict(weight=0.9, temperature=4.0)),
   ))
-  config.report = ml_collections.ConfigDict(dict(latency_batch_size=256, latency_repeats=100))
-  # Each arm's seeds as one population (one compiled step for the three); False: one by one.
+  config.distill.update(teacher_combine="average", mode="cached",  # cached | online
+                        soft_label_dtype="float32", top_k=0)
+  config.report.update(latency_batch_size=256, latency_repeats=100)
   config.vectorize_seeds = True
   return config

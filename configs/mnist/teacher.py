@@ -2,13 +2,13 @@
 (random shifts of up to 2 pixels), on real MNIST (offline copy).
 
 Run:
-  python -m jaxkd.main --config=configs/mnist/teacher.py --workdir=runs/mnist_teacher
+  python -m jaxkd train --config=configs/mnist/teacher.py --workdir=runs/mnist_teacher
 
 Expect: 98.82% test accuracy (118 errors of 10000) in about 2 minutes on 2 CPU
 cores (seed 0). Without the jitter and with 8 epochs: 98.66% in 77 s.
 """
 
-from jaxkd.config_base import base_config
+from jaxkd.config import base_config
 
 
 def get_config():

@@ -2,7 +2,7 @@
 (244,406 parameters), input jitter.
 
 Run:
-  python -m jaxkd.main --config=configs/mnist/teacher_lenet.py --workdir=runs/mnist_lenet
+  python -m jaxkd train --config=configs/mnist/teacher_lenet.py --workdir=runs/mnist_lenet
 
 Expect: about 60 test errors of 10000 after 4 epochs, in about 2 minutes on 2 CPU
 cores (measured: 60 on an AMD EPYC; at width 1, 61,728 parameters: 85).
@@ -10,7 +10,7 @@ cores (measured: 60 on an AMD EPYC; at width 1, 61,728 parameters: 85).
 
 import ml_collections
 
-from jaxkd.config_base import base_config
+from jaxkd.config import base_config
 
 
 def get_config():

@@ -5,13 +5,13 @@ experiments/lm_shakespeare. The argument is 'ARM,TEACHER_WORKDIR[,CACHE]':
   fkl         forward KL(teacher || student) per token, the teacher online
   rkl         reverse KL(student || teacher)
   jsd         generalized JSD, beta 0.5 (GKD)
-  cached_fkl  forward KL from the teacher's cached top-16 (CACHE: jaxkd.soft_labels
+  cached_fkl  forward KL from the teacher's cached top-16 (CACHE: jaxkd.run.soft_labels
               --top_k=16 over this transfer set); no teacher runs
   on_policy   JSD(0.5) where half the batches are the student's own continuations of
               16-character prompts, scored by the teacher (GKD, lambda 0.5)
 Each trains 1,000 steps of 32 windows on the first 2M training characters (2 epochs).
 
-  python -m jaxkd.main --config=configs/shakespeare/student.py:fkl,runs/lm_shakespeare/teacher \\
+  python -m jaxkd train --config=configs/shakespeare/student.py:fkl,runs/lm_shakespeare/teacher \\
       --workdir=runs/lm_shakespeare/fkl/seed=0
 """
 

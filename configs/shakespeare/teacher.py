@@ -4,14 +4,14 @@ parameters: width 192, 6 heads, MLP 768, rotary positions, RMSNorm, tied embeddi
 other plays (jaxkd.data.shakespeare). 2,000 steps of 32 windows (about one epoch).
 
 Run:
-  python -m jaxkd.data.shakespeare   # once: fetch the texts (part of `make data`)
-  python -m jaxkd.main --config=configs/shakespeare/teacher.py --workdir=runs/lm_shakespeare/teacher
+  python -m jaxkd fetch --datasets=shakespeare_char   # once: fetch the texts (part of `make data`)
+  python -m jaxkd train --config=configs/shakespeare/teacher.py --workdir=runs/lm_shakespeare/teacher
 
 Validation and test report per-character cross-entropy (nats), perplexity and
 bits_per_token (one token is one character: bits per character).
 """
 
-from jaxkd.config_base import base_config
+from jaxkd.config import base_config
 
 SEQ_LEN = 64
 

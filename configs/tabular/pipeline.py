@@ -2,7 +2,7 @@
 scikit-learn's bundled tables (jaxkd.data.sklearn_sets: fixed 70/30 split, standardised
 with the training split's statistics; features reach the models as they are).
 
-  python -m jaxkd.main --config=configs/tabular/pipeline.py:breast_cancer,linear \\
+  python -m jaxkd train --config=configs/tabular/pipeline.py:breast_cancer,linear \\
       --workdir=runs/tabular/breast_cancer_linear
 
 The argument is DATASET,STUDENT: DATASET breast_cancer or wine; STUDENT 'mlp' (one hidden
@@ -14,7 +14,7 @@ soft labels. experiments/tabular/ runs the four combinations and writes the tabl
 
 import ml_collections
 
-from jaxkd.config_base import base_config
+from jaxkd.config import base_config, pipeline_config
 
 
 def _run(dataset: str, widths: tuple, dropout: float, epochs: float, learning_rate: float):
@@ -32,17 +32,16 @@ def get_config(arg: str = "breast_cancer,linear"):
   dataset, student_kind = arg.split(",")
   if student_kind not in ("mlp", "linear"):
     raise ValueError(f"student '{student_kind}': use 'mlp' or 'linear'.")
-  config = ml_collections.ConfigDict()
-  config.job = "pipeline"
+  config = pipeline_config()
   config.teacher = _run(dataset, (512, 512), 0.3, 100.0, 1e-3)
   config.teacher_workdir = ""
   student = _run(dataset, (8,) if student_kind == "mlp" else (), 0.0, 100.0, 1e-2)
   student.seeds = 5
   config.student = student
-  config.distill = ml_collections.ConfigDict(dict(
-      terms=ml_collections.ConfigDict(dict(
-          ce=ml_collections.ConfigDict(dict(weight=0.5)),
-          kd=ml_collections.ConfigDict(dict(weight=0.5, temperature=4.0)))),
-      teacher_combine="average", mode="cached", soft_label_dtype="float32", top_k=0))
-  config.report = ml_collections.ConfigDict(dict(latency_batch_size=128, latency_repeats=50))
+  config.distill.terms = ml_collections.ConfigDict(dict(
+      ce=ml_collections.ConfigDict(dict(weight=0.5)),
+      kd=ml_collections.ConfigDict(dict(weight=0.5, temperature=4.0))))
+  config.distill.update(teacher_combine="average", mode="cached", soft_label_dtype="float32",
+                        top_k=0)
+  config.report.update(latency_batch_size=128, latency_repeats=50)
   return config

@@ -2,13 +2,13 @@
 
   python experiments/bench_peers/run.py [--pair=mlp|resnet32x4-resnet8x4|all]
       [--batch_size=N] [--steps=N] [--warmup=N] [--rounds=N] [--json=PATH]
-  (or python -m jaxkd.bench --peers with the same options; needs pip install -e '.[bench]')
+  (needs pip install -e '.[bench]'; the options are those of python -m jaxkd bench)
 
 Both sides train the same student on the same synthetic batch with the same loss
 (ce 0.1 + kd 0.9 at T=4: torchdistill's KDLoss with alpha=0.1, reduction
 'batchmean', in its WeightedSumLoss) and SGD with momentum 0.9 (lr 0.05); the
 teacher runs inside the step, frozen, in inference mode. jaxkd's step is
-jaxkd.step.make_train_step (as jaxkd.bench times it). torchdistill's is one
+jaxkd.engine.step.make_train_step (as jaxkd.jobs.bench times it). torchdistill's is one
 iteration of its training loop: DistillationBox.forward_process (teacher under
 no_grad, student, criterion via forward hooks' I/O dicts) and post_forward_process
 (backward, optimizer step), in eager PyTorch; student-only training is its
@@ -45,10 +45,16 @@ except ImportError as error:  # pragma: no cover - the message is the point.
   raise SystemExit(f"torch and torchdistill are needed: pip install -e '.[bench]' ({error})")
 
 import jax
-import ml_collections
 
-from jaxkd import bench
+from jaxkd.cli import bench as bench_command
+from jaxkd.cli import common
+from jaxkd.config import base_config
 from jaxkd.data import preprocessing
+from jaxkd.files import write_text
+from jaxkd.jobs import bench
+from jaxkd.jobs.tables import markdown_table as table
+from jaxkd.jobs.timing import cpu_threads, environment
+from jaxkd.models import count_params
 
 LEARNING_RATE = bench.LEARNING_RATE
 TEMPERATURE = 4.0
@@ -123,7 +129,7 @@ class CifarResNet(nn.Module):
 def torch_model(config: dict, pair: bench.Pair) -> nn.Module:
   name = config["name"]
   if name == "mlp":
-    return MLP(int(np.prod(pair.image_shape)), config["widths"], pair.num_classes)
+    return MLP(int(np.prod(pair.input_shape)), config["widths"], pair.num_classes)
   sizes = {"resnet8x4": 8, "resnet32x4": 32}
   if name in sizes:
     return CifarResNet(sizes[name], (32, 64, 128, 256), pair.num_classes)
@@ -134,11 +140,11 @@ def param_count(module: nn.Module) -> int:
   return sum(p.numel() for p in module.parameters())
 
 
-def jax_param_count(model, image_shape) -> int:
+def jax_param_count(model, input_shape) -> int:
   import jax.numpy as jnp
   variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0),
-                                                jnp.zeros((1, *image_shape), jnp.float32)))
-  return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables["params"]))
+                                                jnp.zeros((1, *input_shape), jnp.float32)))
+  return count_params(variables["params"])
 
 
 # ----- torchdistill's boxes.
@@ -199,7 +205,9 @@ def torch_device() -> "torch.device":
 def torch_batch(pair: bench.Pair, host_batch: dict):
   """The batch as torchdistill's DataLoader hands it over: float32 NCHW images normalised
   with the dataset's mean and std (jaxkd's preprocessing), int64 labels."""
-  fields = preprocessing(ml_collections.ConfigDict({"name": pair.dataset}), pair.image_shape[-1])
+  dataset = base_config().dataset
+  dataset.name = pair.dataset
+  fields = preprocessing(dataset, pair.input_shape[-1])
   mean, std = torch.tensor(fields["mean"]), torch.tensor(fields["std"])
   images = torch.from_numpy(host_batch["image"]).float().div(255.0)
   images = ((images - mean) / std).permute(0, 3, 1, 2).contiguous()
@@ -211,7 +219,7 @@ def same_loss_check(setup: bench.Setup, pair: bench.Pair) -> dict | None:
   pair only: no augmentation, and Dense kernels map onto Linear weights transposed)."""
   if pair.student["name"] != "mlp" or setup.preprocess.crop_padding or setup.preprocess.flip:
     return None
-  compiled, state, teacher_variables, batch = bench.build_train_step(setup, "online")
+  compiled, state, teacher_variables, batch, _ = bench.build_train_step(setup, "online")
   student_params = jax.device_get(state.params)
   teacher_params = jax.device_get(setup.teacher_variables["params"])
   _, metrics = compiled(state, teacher_variables, batch)
@@ -251,9 +259,9 @@ def compare_pair(pair: bench.Pair, batch_size: int | None, steps: int | None, wa
     runner = bench.prepare(setup, mode)
     runs[f"jaxkd/{mode}"], flops[mode], compile_s[mode] = runner.run, runner.flops, runner.compile_s
     runs[f"torchdistill/{mode}"] = torch_runner(mode, pair, setup.host_batch)[0]
-  counts = {"student_params_jaxkd": jax_param_count(setup.student, pair.image_shape),
+  counts = {"student_params_jaxkd": jax_param_count(setup.student, pair.input_shape),
             "student_params_torch": param_count(torch_model(pair.student, pair)),
-            "teacher_params_jaxkd": jax_param_count(setup.teacher, pair.image_shape),
+            "teacher_params_jaxkd": jax_param_count(setup.teacher, pair.input_shape),
             "teacher_params_torch": param_count(torch_model(pair.teacher, pair))}
   check = same_loss_check(setup, pair)
   if check:
@@ -261,7 +269,7 @@ def compare_pair(pair: bench.Pair, batch_size: int | None, steps: int | None, wa
   if log:
     log(f"  {pair.name}: parameters {counts}")
   times = bench.time_rounds(runs, steps, warmup, rounds)
-  env = {**bench.environment(setup.mesh), "torch_version": torch.__version__,
+  env = {**environment(setup.mesh), "torch_version": torch.__version__,
          "torchdistill_version": torchdistill.__version__, "torch_threads": torch.get_num_threads(),
          "torch_interop_threads": torch.get_num_interop_threads(),
          "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "")}
@@ -286,20 +294,18 @@ def compare_pair(pair: bench.Pair, batch_size: int | None, steps: int | None, wa
 
 
 def markdown_table(rows) -> str:
-  lines = ["| pair | mode | batch | jaxkd ms/step | torchdistill ms/step | jaxkd examples/s | "
-           "torchdistill examples/s | jaxkd speed / torchdistill |",
-           "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
-  for r in rows:
-    lines.append(f"| {r['pair']} | {r['mode']} | {r['batch_size']} | "
-                 f"{r['jaxkd_ms_per_step']:.2f} | "
-                 f"{r['torchdistill_ms_per_step']:.2f} | {r['jaxkd_examples_per_sec']:.0f} | "
-                 f"{r['torchdistill_examples_per_sec']:.0f} | {r['speed_ratio']:.2f}x |")
-  return "\n".join(lines)
+  header = ["pair", "mode", "batch", "jaxkd ms/step", "torchdistill ms/step", "jaxkd examples/s",
+            "torchdistill examples/s", "jaxkd speed / torchdistill"]
+  return table(header, [[r["pair"], r["mode"], r["batch_size"], f"{r['jaxkd_ms_per_step']:.2f}",
+                         f"{r['torchdistill_ms_per_step']:.2f}",
+                         f"{r['jaxkd_examples_per_sec']:.0f}",
+                         f"{r['torchdistill_examples_per_sec']:.0f}", f"{r['speed_ratio']:.2f}x"]
+                        for r in rows], align="llrrrrrr")
 
 
-def main(argv=None) -> list[dict]:
-  args, _ = bench.parse_flags(argv)  # jaxkd.bench's flags; its other options are not used here.
-  threads = bench.cpu_threads()
+def main() -> list[dict]:
+  args = bench_command.values()
+  threads = cpu_threads()
   torch.set_num_threads(threads)
   say = lambda message: print(message, file=sys.stderr, flush=True)
   say(f"torch {torch.__version__} with {torch.get_num_threads()} threads, torchdistill "
@@ -309,10 +315,10 @@ def main(argv=None) -> list[dict]:
   if load > threads and not os.environ.get("OMP_WAIT_POLICY"):
     say(f"warning: load average {load:.1f} on {threads} CPUs; torch's OpenMP threads spin-wait "
         "and lose most of their speed on a busy machine (OMP_WAIT_POLICY=PASSIVE avoids it)")
-  pairs = list(bench.PAIRS.values()) if args.pair == "all" else [bench.PAIRS[args.pair]]
   rows = []
-  for pair in pairs:
-    rows += compare_pair(pair, args.batch_size, args.steps, args.warmup, args.rounds, log=say)
+  for pair in bench_command.pairs(args.pair):
+    rows += compare_pair(pair, args.batch_size, args.steps, args.warmup, args.rounds,
+                         log=say)
   print(markdown_table(rows))
   print()
   print(f"threads: torch.set_num_threads({threads}); XLA CPU pool over {threads} CPUs "
@@ -327,9 +333,9 @@ def main(argv=None) -> list[dict]:
   lines = [json.dumps(row, sort_keys=True) for row in rows]
   print("\n".join(lines))
   if args.json:
-    pathlib.Path(args.json).write_text("\n".join(lines) + "\n")
+    write_text(pathlib.Path(args.json), "\n".join(lines) + "\n")
   return rows
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main, define_flags=lambda: bench_command.define_bench_flags(bench.PAIRS))

@@ -11,20 +11,22 @@ from scratch; the 2x100 MLP student alone on the 126 labeled digits, and distill
 Finished runs are reused.
 """
 
-import argparse
 import json
 import pathlib
 import time
 
 import numpy as np
 
-from jaxkd.config_base import load_config_file
+from absl import flags
+
+from jaxkd.cli import common
+from jaxkd.config import load_config_file
 from jaxkd.data import load_split
-from jaxkd.runs import load_run, predict_logits
-from jaxkd.sharding import make_mesh
-from jaxkd.stats import mean_std, plus_minus, welch_interval
-from jaxkd.report import write_between_markers
-from jaxkd.train import train_and_evaluate
+from jaxkd.run.saved import load_run, predict_logits
+from jaxkd.engine.sharding import make_mesh
+from jaxkd.jobs.stats import mean_std, plus_minus, welch_interval
+from jaxkd.jobs.tables import markdown_table, write_between_markers
+from jaxkd.run.train import train_and_evaluate
 
 HERE = pathlib.Path(__file__).resolve().parent
 CONFIGS = HERE.parents[1] / "configs"
@@ -37,12 +39,16 @@ def arm(name: str, root: pathlib.Path, seed: int = 0) -> dict:
   return train_and_evaluate(config, workdir)
 
 
+_FLAGS = {}
+
+
+def define_flags():
+  _FLAGS["seeds"] = flags.DEFINE_integer("seeds", 3, "Seeds per arm.", lower_bound=2)
+  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/digits_transfer", "Root of the runs.")
+
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--seeds", type=int, default=3)
-  parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/digits_transfer"))
-  args = parser.parse_args()
-  root, start = args.workdir.absolute(), time.perf_counter()
+  args = common.values(_FLAGS)
+  root, start = pathlib.Path(args.workdir).absolute(), time.perf_counter()
   train_and_evaluate(load_config_file(CONFIGS / "mnist" / "teacher_lenet.py"), root / "mnist_teacher")
   test = load_split(load_config_file(CONFIGS / "digits" / "transfer.py").dataset, "test")
   mnist = load_run(root / "mnist_teacher", make_mesh())
@@ -52,16 +58,15 @@ def main():
   students = {name: [arm(name, root, s)["test_errors"] for s in seeds]
               for name in ("alone", "distilled")}
   gain = welch_interval(students["alone"], students["distilled"])
-  line = lambda name, errors: (f"| {name} | {plus_minus(*mean_std(errors))} | "
-                               + ", ".join(map(str, errors)) + " |")
+  line = lambda name, errors: [name, plus_minus(*mean_std(errors)), ", ".join(map(str, errors))]
   body = "\n".join([
-      f"| model (test: {len(test)} digits) | test errors | per seed |", "| --- | --- | --- |",
-      f"| MNIST LeNet teacher, as it is (no digit seen) | {zero_shot} | - |",
-      f"| LeNet trained on the 126 labeled digits from scratch | {teachers['teacher_scratch']} | - |",
-      f"| MNIST LeNet adapted on the 126 labeled digits (the teacher) | {teachers['teacher']} | - |",
-      line("2x100 MLP student alone (126 labeled digits)", students["alone"]),
-      line("2x100 MLP student distilled (126 labeled + 1132 unlabeled digits)",
-           students["distilled"]),
+      markdown_table([f"model (test: {len(test)} digits)", "test errors", "per seed"], [
+          ["MNIST LeNet teacher, as it is (no digit seen)", zero_shot, "-"],
+          ["LeNet trained on the 126 labeled digits from scratch", teachers["teacher_scratch"], "-"],
+          ["MNIST LeNet adapted on the 126 labeled digits (the teacher)", teachers["teacher"], "-"],
+          line("2x100 MLP student alone (126 labeled digits)", students["alone"]),
+          line("2x100 MLP student distilled (126 labeled + 1132 unlabeled digits)",
+               students["distilled"])]),
       "", f"Gain of distillation: {gain['difference']:.1f} fewer test errors, 95% interval "
       f"[{gain['low']:.1f}, {gain['high']:.1f}] (Welch's t, seeds {seeds}).",
       "", f"This run: {(time.perf_counter() - start) / 60:.0f} minutes (finished runs reused)."])
@@ -72,4 +77,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main, define_flags=define_flags)

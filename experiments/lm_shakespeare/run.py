@@ -11,23 +11,26 @@ Validation picks nothing here: every run is read at its last step; the test spli
 reported beside the validation split.
 """
 
-import argparse
 import json
 import pathlib
 import time
 
 import jax
-from jaxkd.assemble import assemble, transfer_set_of
-from jaxkd.config_base import load_config_file
-from jaxkd.metric_writer import read_metrics
-from jaxkd.population import train_population
-from jaxkd.report import write_between_markers
-from jaxkd.runs import load_run
-from jaxkd.sharding import make_mesh, shard_batch
-from jaxkd.soft_labels import write_soft_labels
-from jaxkd.stats import mean_std, plus_minus
-from jaxkd.step import make_train_step
-from jaxkd.train import train_and_evaluate
+from absl import flags
+
+from jaxkd.cli import common
+from jaxkd.run.assemble import assemble, transfer_set_of
+from jaxkd.config import load_config_file
+from jaxkd.run.metrics import read_metrics
+from jaxkd.run.population import train_population
+from jaxkd.jobs.tables import markdown_table, write_between_markers
+from jaxkd.run.saved import load_run
+from jaxkd.engine.sharding import make_mesh, shard_batch
+from jaxkd.run.soft_labels import write_soft_labels
+from jaxkd.jobs.stats import mean_std, plus_minus
+from jaxkd.jobs.timing import median_ms
+from jaxkd.engine.step import make_train_step
+from jaxkd.run.train import train_and_evaluate
 
 HERE = pathlib.Path(__file__).resolve().parent
 CONFIGS = HERE.parents[1] / "configs" / "shakespeare"
@@ -56,35 +59,41 @@ def last(workdir: pathlib.Path, split: str) -> dict:
   return [r for r in read_metrics(workdir) if r["split"] == split][-1]
 
 
-def tokens_per_second(config, workdir: pathlib.Path, steps: int = 20) -> float:
-  """Tokens/s of one student's compiled distillation step (after a warm-up step)."""
-  run = assemble(config, workdir)
+def tokens_per_second(config, steps: int = 20) -> float:
+  """Tokens/s of one student's compiled distillation step (median step, after a warm-up)."""
+  run = assemble(config, None)
   step = make_train_step(run.spec, run.mesh, jax.tree.map(lambda x: x.sharding,
                                                           run.teacher_variables))
   batches = [shard_batch(run.batches.batch(s), run.mesh) for s in range(steps + 1)]
-  state, _ = step(run.state, run.teacher_variables, batches[0])
-  jax.block_until_ready(state)
-  start = time.perf_counter()
-  for batch in batches[1:]:
-    state, metrics = step(state, run.teacher_variables, batch)
-  jax.block_until_ready(metrics)
-  return steps * batches[0]["tokens"].size / (time.perf_counter() - start)
+  state, calls = [run.state], iter(range(len(batches)))
 
+  def one_step():
+    state[0], metrics = step(state[0], run.teacher_variables, batches[next(calls)])
+    return metrics
+
+  return batches[0]["tokens"].size / (median_ms(one_step, steps, warmup=1) / 1000)
+
+
+_FLAGS = {}
+
+
+def define_flags():
+  _FLAGS["seeds"] = flags.DEFINE_integer("seeds", 3, "Seeds per arm.", lower_bound=1)
+  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/lm_shakespeare", "Root of the runs.")
+  _FLAGS["teacher_steps"] = flags.DEFINE_integer("teacher_steps", 0, "0: the config's.",
+                                                 lower_bound=0)
+  _FLAGS["student_steps"] = flags.DEFINE_integer("student_steps", 0, "0: the config's.",
+                                                 lower_bound=0)
+  _FLAGS["no_readme"] = flags.DEFINE_boolean("no_readme", False, "Print the table only.")
+  _FLAGS["smoke"] = flags.DEFINE_boolean(
+      "smoke", False, "Tiny models on 20,000 characters of each split (the test suite's).")
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--seeds", type=int, default=3)
-  parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/lm_shakespeare"))
-  parser.add_argument("--teacher_steps", type=int, default=0, help="0: the config's")
-  parser.add_argument("--student_steps", type=int, default=0, help="0: the config's")
-  parser.add_argument("--no_readme", action="store_true", help="Print the table only.")
-  parser.add_argument("--smoke", action="store_true",
-                      help="Tiny models on 20,000 characters of each split (the test suite's).")
-  main_with(parser.parse_args())
+  main_with(common.values(_FLAGS))
 
 
 def main_with(args):
-  root, start = args.workdir.absolute(), time.perf_counter()
+  root, start = pathlib.Path(args.workdir).absolute(), time.perf_counter()
   teacher = shrink(load_config_file(CONFIGS / "teacher.py"), args.teacher_steps, args.smoke)
   train_and_evaluate(teacher, root / "teacher")
   timings = {"teacher": time.perf_counter() - start}
@@ -103,21 +112,19 @@ def main_with(args):
     rows[arm] = {split: [last(w, split)["bits_per_token"] for w in workdirs]
                  for split in ("validation", "test")}
     timings[arm] = time.perf_counter() - began
-  speed = {name: tokens_per_second(student(arm, root, 0, args.student_steps, args.smoke),
-                                   root / "speed" / name)
+  speed = {name: tokens_per_second(student(arm, root, 0, args.student_steps, args.smoke))
            for name, arm in (("online", "fkl"), ("cached", "cached_fkl"))}
   teacher_metrics = {split: last(root / "teacher", split)["bits_per_token"]
                      for split in ("validation", "test")}
   params = {name: load_run(root / path, make_mesh()).num_params
             for name, path in (("teacher", "teacher"), ("student", "alone/seed=0"))}
   cell = lambda values: plus_minus(*mean_std(values), digits=3)
-  lines = [f"| model | validation bits/char | test bits/char | validation, per seed |",
-           "| --- | --- | --- | --- |",
-           f"| teacher ({params['teacher']:,} parameters) | {teacher_metrics['validation']:.3f} "
-           f"| {teacher_metrics['test']:.3f} | - |"]
-  for arm, label in LABELS.items():
-    lines.append(f"| {label} | {cell(rows[arm]['validation'])} | {cell(rows[arm]['test'])} | "
-                 + ", ".join(f"{v:.3f}" for v in rows[arm]["validation"]) + " |")
+  table = [[f"teacher ({params['teacher']:,} parameters)", f"{teacher_metrics['validation']:.3f}",
+            f"{teacher_metrics['test']:.3f}", "-"]]
+  table += [[label, cell(rows[arm]["validation"]), cell(rows[arm]["test"]),
+             ", ".join(f"{v:.3f}" for v in rows[arm]["validation"])] for arm, label in LABELS.items()]
+  lines = [markdown_table(["model", "validation bits/char", "test bits/char",
+                           "validation, per seed"], table)]
   total = time.perf_counter() - start
   lines += ["", f"Students: {params['student']:,} parameters, mean ± sample std over seeds "
             f"{seeds} (each arm's seeds trained as one population). Distillation step of one "
@@ -135,4 +142,4 @@ def main_with(args):
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main, define_flags=define_flags)

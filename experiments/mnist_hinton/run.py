@@ -7,14 +7,16 @@ student alone and distilled, for each student seed. Finished runs are reused. A
 student seed sets its initialisation and data order.
 """
 
-import argparse
 import json
 import pathlib
 import time
 
-from jaxkd import pipeline
-from jaxkd.config_base import load_config_file
-from jaxkd.report import write_between_markers
+from absl import flags
+
+from jaxkd.cli import common
+from jaxkd.jobs import pipeline
+from jaxkd.config import load_config_file
+from jaxkd.jobs.tables import markdown_table, write_between_markers
 
 HERE = pathlib.Path(__file__).resolve().parent
 CONFIG = HERE.parents[1] / "configs" / "mnist" / "hinton.py"
@@ -25,17 +27,14 @@ NAMES = {"teacher": "teacher 2x1200, dropout + max-norm + jitter",
 
 def table(report: dict) -> str:
   seeds = report["baseline"]["seeds"]
-  lines = ["| model | " + " | ".join(f"seed {s}" for s in seeds) + " | mean ± std | paper |",
-           "| --- |" + " --- |" * (len(seeds) + 2)]
   teacher = report["teacher"]["test_errors"]
-  lines.append(f"| {NAMES['teacher']} | " + " | ".join(["(one teacher)"] * len(seeds)) +
-               f" | {teacher} | {PAPER['teacher']} |")
+  rows = [[NAMES["teacher"], *["(one teacher)"] * len(seeds), teacher, PAPER["teacher"]]]
   for role in ("baseline", "distilled"):
     entry = report[role]
     errors = [r["test_errors"] for r in entry["per_seed"]]
     spread = f" ± {entry['test_errors_std']:.1f}" if entry["test_errors_std"] is not None else ""
-    lines.append(f"| {NAMES[role]} | " + " | ".join(map(str, errors)) +
-                 f" | {entry['test_errors']:.1f}{spread} | {PAPER[role]} |")
+    rows.append([NAMES[role], *errors, f"{entry['test_errors']:.1f}{spread}", PAPER[role]])
+  lines = [markdown_table(["model", *[f"seed {s}" for s in seeds], "mean ± std", "paper"], rows)]
   gain = report["gain"]
   interval = ("" if gain["ci95_low"] is None else
               f", 95% interval [{gain['ci95_low']:.1f}, {gain['ci95_high']:.1f}] (Welch's t)")
@@ -43,12 +42,17 @@ def table(report: dict) -> str:
   return "\n".join(lines)
 
 
+_FLAGS = {}
+
+
+def define_flags():
+  _FLAGS["seeds"] = flags.DEFINE_integer("seeds", 3, "Student seeds.", lower_bound=2)
+  _FLAGS["first_seed"] = flags.DEFINE_integer("first_seed", 0, "The first student seed.")
+  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/mnist_hinton", "The pipeline's workdir.")
+
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--seeds", type=int, default=3)
-  parser.add_argument("--first_seed", type=int, default=0)
-  parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/mnist_hinton"))
-  args = parser.parse_args()
+  args = common.values(_FLAGS)
+  args.workdir = pathlib.Path(args.workdir)
   config = load_config_file(CONFIG)
   config.student.seeds, config.student.seed = args.seeds, args.first_seed
   start = time.perf_counter()
@@ -61,4 +65,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main, define_flags=define_flags)

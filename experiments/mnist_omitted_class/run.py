@@ -11,22 +11,24 @@ transfer set: MNIST's training split less 5000 validation images, less every 3
 5000 validation images (bias_correction.source = 'validation'), never on the test set.
 """
 
-import argparse
 import json
 import pathlib
 import time
 
 import numpy as np
 
-from jaxkd.assemble import transfer_set_of
-from jaxkd.config_base import load_config_file
+from absl import flags
+
+from jaxkd.cli import common
+from jaxkd.run.assemble import transfer_set_of
+from jaxkd.config import load_config_file
 from jaxkd.data import load_split
-from jaxkd.report import write_between_markers
-from jaxkd.runs import load_run, predict_logits
-from jaxkd.sharding import make_mesh
-from jaxkd.soft_labels import write_soft_labels
-from jaxkd.stats import mean_std, plus_minus
-from jaxkd.train import train_and_evaluate
+from jaxkd.jobs.tables import markdown_table, write_between_markers
+from jaxkd.run.saved import load_run, predict_logits
+from jaxkd.engine.sharding import make_mesh
+from jaxkd.run.soft_labels import write_soft_labels
+from jaxkd.jobs.stats import mean_std, plus_minus
+from jaxkd.run.train import train_and_evaluate
 
 HERE = pathlib.Path(__file__).resolve().parent
 MNIST = HERE.parents[1] / "configs" / "mnist"
@@ -45,13 +47,16 @@ def student_config(cache: pathlib.Path, seed: int):
   return config
 
 
+_FLAGS = {}
+
+
+def define_flags():
+  _FLAGS["seeds"] = flags.DEFINE_integer("seeds", 3, "Seeds per arm.", lower_bound=2)
+  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/mnist_omitted_class", "Root of the runs.")
+
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--seeds", type=int, default=3)
-  parser.add_argument("--workdir", type=pathlib.Path,
-                      default=pathlib.Path("runs/mnist_omitted_class"))
-  args = parser.parse_args()
-  root, start = args.workdir.absolute(), time.perf_counter()
+  args = common.values(_FLAGS)
+  root, start = pathlib.Path(args.workdir).absolute(), time.perf_counter()
   train_and_evaluate(load_config_file(MNIST / "teacher_lenet.py"), root / "teacher")
   cache = root / "soft_labels_no_threes.npz"
   if not cache.exists():
@@ -75,14 +80,13 @@ def main():
   cell = lambda key: plus_minus(*mean_std([r[key] for r in rows]))
   seeds = ", ".join(str(r["seed"]) for r in rows)
   body = "\n".join([
-      f"| | test errors (of {len(test)}) | errors on the {int(threes.sum())} test 3s | per seed |",
-      "| --- | --- | --- | --- |",
-      f"| teacher (saw every class) | {teacher} | - | - |",
-      f"| student, no 3 in its transfer set | {cell('errors')} | {cell('threes_wrong')} | "
-      + ", ".join(str(r["errors"]) for r in rows) + " |",
-      f"| the same, bias corrected on validation | {cell('errors_corrected')} | "
-      f"{cell('threes_wrong_corrected')} | "
-      + ", ".join(str(r["errors_corrected"]) for r in rows) + " |",
+      markdown_table(["", f"test errors (of {len(test)})",
+                      f"errors on the {int(threes.sum())} test 3s", "per seed"], [
+          ["teacher (saw every class)", teacher, "-", "-"],
+          ["student, no 3 in its transfer set", cell("errors"), cell("threes_wrong"),
+           ", ".join(str(r["errors"]) for r in rows)],
+          ["the same, bias corrected on validation", cell("errors_corrected"),
+           cell("threes_wrong_corrected"), ", ".join(str(r["errors_corrected"]) for r in rows)]]),
       "", f"Fitted bias of the 3 logit (the biases are centred to mean 0): {cell('bias_3')} "
       f"(seeds {seeds}).",
       "", f"This run: {(time.perf_counter() - start) / 60:.0f} minutes (finished runs reused)."])
@@ -92,4 +96,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main, define_flags=define_flags)

@@ -1,4 +1,4 @@
-"""A search over the kd temperature and weight on MNIST (jaxkd.search: successive halving
+"""A search over the kd temperature and weight on MNIST (jaxkd.jobs.search: successive halving
 over populations); writes its table and plot into this folder.
 
   python experiments/mnist_search/run.py [--workdir runs/mnist_search]
@@ -10,27 +10,33 @@ weight 0.1 as in the recipe), 3 rungs of 2, 4 and 8 epochs keeping half each tim
 demo's hand-set recipe (T=4, kd 0.9) beside them as the control.
 """
 
-import argparse
 import pathlib
 import shutil
 import subprocess
 import sys
 import time
 
-from jaxkd.report import write_between_markers
+from absl import flags
+
+from jaxkd.cli import common
+from jaxkd.jobs.tables import write_between_markers
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 
 
+_FLAGS = {}
+
+
+def define_flags():
+  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/mnist_search", "The search's workdir.")
+
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/mnist_search"))
-  args = parser.parse_args()
+  args = common.values(_FLAGS)
   workdir = (ROOT / args.workdir).absolute()
   shutil.rmtree(workdir, ignore_errors=True)
   start = time.perf_counter()
-  subprocess.run([sys.executable, "-m", "jaxkd.search", "--config=configs/mnist/student_kd.py",
+  subprocess.run([sys.executable, "-m", "jaxkd", "search", "--config=configs/mnist/student_kd.py",
                   f"--workdir={workdir}",
                   "--space", "distill.terms.kd.temperature=loguniform(1,32)",
                   "--space", "distill.terms.kd.weight=uniform(0.1,1)",
@@ -45,4 +51,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main, define_flags=define_flags)

@@ -5,19 +5,21 @@ tables; writes them into README.md.
   python experiments/mnist_temperature/populations.py [--workdir runs/mnist_temperature_speed]
 
 Populations: one per seed (4 temperatures in one compiled step, one teacher forward per
-batch for the 4), jaxkd.sweep --vectorize. One by one: jaxkd.sweep --novectorize, 12
+batch for the 4), jaxkd.jobs.sweep.grid --vectorize. One by one: jaxkd.jobs.sweep.grid --novectorize, 12
 runs each with its own teacher forward. Both run in fresh workdirs (nothing is reused),
 one after the other, on the same machine.
 """
 
-import argparse
 import pathlib
 import shutil
 import subprocess
 import sys
 import time
 
-from jaxkd.report import write_between_markers
+from absl import flags
+
+from jaxkd.cli import common
+from jaxkd.jobs.tables import write_between_markers
 
 HERE = pathlib.Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
@@ -27,7 +29,7 @@ def sweep(workdir: pathlib.Path, vectorize: bool, epochs: int) -> float:
   """Runs the sweep in `workdir` (removed first) and returns its wall time in seconds."""
   shutil.rmtree(workdir, ignore_errors=True)
   start = time.perf_counter()
-  subprocess.run([sys.executable, "-m", "jaxkd.sweep", "--config=configs/mnist/student_kd.py",
+  subprocess.run([sys.executable, "-m", "jaxkd", "sweep", "--config=configs/mnist/student_kd.py",
                   f"--workdir={workdir}", "--sweep", "distill.terms.kd.temperature=1,2,4,8",
                   "--seeds=3", f"--config.train.epochs={epochs}",
                   "--config.dataset.validation_size=5000",
@@ -40,12 +42,17 @@ def table(workdir: pathlib.Path) -> str:
                    if line.startswith("|"))
 
 
+_FLAGS = {}
+
+
+def define_flags():
+  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/mnist_temperature_speed",
+                                          "Root of the two sweeps.")
+  _FLAGS["epochs"] = flags.DEFINE_integer("epochs", 3, "Epochs per cell.", lower_bound=1)
+
+
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--workdir", type=pathlib.Path,
-                      default=pathlib.Path("runs/mnist_temperature_speed"))
-  parser.add_argument("--epochs", type=int, default=3)
-  args = parser.parse_args()
+  args = common.values(_FLAGS)
   root = (ROOT / args.workdir).absolute()
   together = sweep(root / "populations", True, args.epochs)
   apart = sweep(root / "one_by_one", False, args.epochs)
@@ -62,4 +69,4 @@ def main():
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main, define_flags=define_flags)

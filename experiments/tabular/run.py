@@ -8,15 +8,17 @@ Four pipeline runs of configs/tabular/pipeline.py (DATASET,STUDENT), each one te
 Finished runs are reused.
 """
 
-import argparse
 import json
 import pathlib
 import time
 
-from jaxkd import pipeline
-from jaxkd.config_base import load_config_file
+from absl import flags
+
+from jaxkd.cli import common
+from jaxkd.jobs import pipeline
+from jaxkd.config import load_config_file
 from jaxkd.data import load_split
-from jaxkd.report import write_between_markers
+from jaxkd.jobs.tables import markdown_table, write_between_markers
 
 HERE = pathlib.Path(__file__).resolve().parent
 CONFIG = HERE.parents[1] / "configs" / "tabular" / "pipeline.py"
@@ -24,7 +26,7 @@ RUNS = [("breast_cancer", "linear"), ("breast_cancer", "mlp"), ("wine", "linear"
         ("wine", "mlp")]
 
 
-def row(dataset: str, student: str, report: dict) -> str:
+def row(dataset: str, student: str, report: dict) -> list[str]:
   def cell(role):
     entry = report[role]
     return f"{entry['test_errors']:.1f} ± {entry['test_errors_std']:.1f}"
@@ -32,33 +34,39 @@ def row(dataset: str, student: str, report: dict) -> str:
   gain = report["gain"]
   per_seed = ", ".join(f"{b['test_errors']}->{d['test_errors']}" for b, d in
                        zip(report["baseline"]["per_seed"], report["distilled"]["per_seed"]))
-  return (f"| {dataset} ({report['test_count']} test) | {student} "
-          f"({report['baseline']['params']:,} params) | {report['teacher']['test_errors']} "
-          f"({report['teacher']['params']:,}) | {cell('baseline')} | {cell('distilled')} | "
-          f"{gain['errors_mean']:.1f} [{gain['ci95_low']:.1f}, {gain['ci95_high']:.1f}] | "
-          f"{per_seed} |")
+  return [f"{dataset} ({report['test_count']} test)",
+          f"{student} ({report['baseline']['params']:,} params)",
+          f"{report['teacher']['test_errors']} ({report['teacher']['params']:,})", cell("baseline"),
+          cell("distilled"),
+          f"{gain['errors_mean']:.1f} [{gain['ci95_low']:.1f}, {gain['ci95_high']:.1f}]", per_seed]
+
+
+_FLAGS = {}
+
+
+def define_flags():
+  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/tabular", "Root of the pipelines.")
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__)
-  parser.add_argument("--workdir", type=pathlib.Path, default=pathlib.Path("runs/tabular"))
-  args = parser.parse_args()
+  args = common.values(_FLAGS)
+  args.workdir = pathlib.Path(args.workdir)
   start = time.perf_counter()
-  lines = ["| dataset | student | teacher errors (params) | student alone: errors | "
-           "distilled: errors | gain [95% interval] | per seed, alone->distilled |",
-           "| --- | --- | --- | --- | --- | --- | --- |"]
+  rows = []
   for dataset, student in RUNS:
     workdir = args.workdir / f"{dataset}_{student}"
     config = load_config_file(CONFIG, f"{dataset},{student}")
     report = pipeline.run(config, workdir)
     report["test_count"] = len(load_split(config.student.dataset, "test"))
     (workdir / "summary.json").write_text(json.dumps(report, indent=2))
-    lines.append(row(dataset, student, report))
+    rows.append(row(dataset, student, report))
   minutes = (time.perf_counter() - start) / 60
-  body = "\n".join(lines) + f"\n\nThis run: {minutes:.0f} minutes (finished stages reused)."
+  header = ["dataset", "student", "teacher errors (params)", "student alone: errors",
+            "distilled: errors", "gain [95% interval]", "per seed, alone->distilled"]
+  body = markdown_table(header, rows) + f"\n\nThis run: {minutes:.0f} minutes (finished stages reused)."
   write_between_markers(HERE / "README.md", body)
   print(body)
 
 
 if __name__ == "__main__":
-  main()
+  common.run(main, define_flags=define_flags)

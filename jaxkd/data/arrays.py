@@ -1,4 +1,4 @@
-"""A split held in memory: images, labels and each example's stable index."""
+"""A split held in memory: inputs, labels and each example's stable index."""
 
 import dataclasses
 import hashlib
@@ -10,7 +10,9 @@ from jaxkd.errors import JaxkdError
 
 
 UNLABELED = -1  # The label of an example whose label is not known (a transfer set's).
-KINDS = ("image", "features", "tokens")  # What the inputs are; the batch key they travel under.
+# What the inputs are, and the batch key they travel under: images (pixels, scaled and
+# normalised), numeric inputs used as they are (tables, sequences of vectors), token ids.
+KINDS = ("image", "numeric", "tokens")
 
 
 def has_token_labels(data) -> bool:
@@ -28,9 +30,9 @@ def input_dtype(kind: str) -> np.dtype:
 class ArrayDataset:
   """One split of a dataset as arrays.
 
-  images: the inputs, of `kind` 'image' ([N, H, W, C] or [N, H, W]: uint8 pixels, or floats
-  already scaled to [0, 1]), 'features' (float [N, ...] of any rank: tables [N, D],
-  sequences [N, T, F]; used as they are) or 'tokens' (integer ids [N, T]). labels: [N]
+  inputs: of `kind` 'image' ([N, H, W, C] or [N, H, W]: uint8 pixels, or floats already
+  scaled to [0, 1]), 'numeric' (float [N, ...] of any rank: tables [N, D], sequences
+  [N, T, F]; used as they are) or 'tokens' (integer ids [N, T]). labels: [N]
   ints in [0, num_classes), or UNLABELED (-1) for examples whose label is not known; for
   tokens also [N, T], each position's next token (a language model's targets; -1 where a
   position does not count: padding, a prompt), num_classes the vocabulary size. An
@@ -38,7 +40,7 @@ class ArrayDataset:
   order, so cached soft labels and memory banks can be keyed by it.
   """
 
-  images: np.ndarray
+  inputs: np.ndarray
   labels: np.ndarray
   num_classes: int
   name: str = "arrays"
@@ -46,7 +48,7 @@ class ArrayDataset:
   kind: str = "image"
 
   def __post_init__(self):
-    images, labels = np.asarray(self.images), np.asarray(self.labels)
+    images, labels = np.asarray(self.inputs), np.asarray(self.labels)
     where = f"{self.name}/{self.split}"
     if self.kind not in KINDS:
       raise JaxkdError(f"{where}: input kind '{self.kind}' is not one of {KINDS}.")
@@ -55,11 +57,11 @@ class ArrayDataset:
         images = images[..., None]
       if images.ndim != 4:
         raise JaxkdError(f"{where}: images must be [N, H, W, C] or [N, H, W], got shape "
-                         f"{images.shape}; for tables or sequences use kind='features' "
+                         f"{images.shape}; for tables or sequences use kind='numeric' "
                          "(dataset.input_kind).")
-    elif self.kind == "features":
+    elif self.kind == "numeric":
       if images.ndim < 2 or not np.issubdtype(images.dtype, np.number):
-        raise JaxkdError(f"{where}: features must be numbers [N, D] or [N, ...], got "
+        raise JaxkdError(f"{where}: numeric inputs must be numbers [N, D] or [N, ...], got "
                          f"{images.dtype} of shape {images.shape}.")
       images = images.astype(np.float32)
     elif images.ndim != 2 or not np.issubdtype(images.dtype, np.integer):
@@ -79,7 +81,7 @@ class ArrayDataset:
       raise JaxkdError(f"{where}: labels span [{labels.min()}, {labels.max()}] "
                        f"but num_classes is {self.num_classes} (and {UNLABELED} marks an "
                        "unlabeled example); set dataset.num_classes.")
-    self.images, self.labels = images, labels.astype(np.int32)
+    self.inputs, self.labels = images, labels.astype(np.int32)
 
   @property
   def num_labeled(self) -> int:
@@ -91,20 +93,20 @@ class ArrayDataset:
              ) -> "ArrayDataset":
     """The examples `index` (in that order) as a new split, with other labels if given;
     their stable indices are their positions in it."""
-    return ArrayDataset(self.images[index], self.labels[index] if labels is None else labels,
+    return ArrayDataset(self.inputs[index], self.labels[index] if labels is None else labels,
                         self.num_classes, name=self.name, split=split, kind=self.kind)
 
   def __len__(self) -> int:
     return len(self.labels)
 
   @property
-  def image_shape(self) -> tuple[int, ...]:
-    return tuple(self.images.shape[1:])
+  def input_shape(self) -> tuple[int, ...]:
+    return tuple(self.inputs.shape[1:])
 
   def fingerprint(self) -> str:
     """A short hash of the labels and size: what a cache keyed by index must match."""
     digest = hashlib.sha256(self.labels.tobytes())
-    digest.update(repr((self.name, self.split, self.images.shape)).encode())
+    digest.update(repr((self.name, self.split, self.inputs.shape)).encode())
     return digest.hexdigest()[:16]
 
   def train_batches(self, global_batch_size: int, seed: int, process_index: int = 0,

@@ -64,13 +64,13 @@ def mixup(key: jax.Array, images: jax.Array, targets: jax.Array, alpha: float
   return mix(images), mix(targets)
 
 
-INPUT_NAMES = ("image", "tokens", "features")  # The named inputs a batch may carry.
+INPUT_NAMES = ("image", "tokens", "numeric")  # The named inputs a batch may carry.
 
 
 def model_input(batch: dict, preprocess: Preprocess, key: jax.Array | None = None) -> jax.Array:
   """The model's input from a batch, preprocessed for its kind: an 'image' is scaled,
   augmented (with `key`) and normalised by `preprocess`; 'tokens' (integer ids) and
-  'features' (already numeric: tables, sequences) pass unchanged, never divided by 255 or
+  'numeric' (tables, sequences of vectors) pass unchanged, never divided by 255 or
   cropped."""
   present = [name for name in INPUT_NAMES if name in batch]
   if len(present) != 1:

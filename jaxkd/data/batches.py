@@ -35,7 +35,7 @@ def counted(labels, mask=None):
 
 def take(columns: dict, index) -> Batch:
   """A training batch: the rows `index` of every per-example column ({input kind, 'label',
-  extras}), its stable indices and an all-ones mask. NumPy or JAX arrays alike (jaxkd.population
+  extras}), its stable indices and an all-ones mask. NumPy or JAX arrays alike (jaxkd.run.population
   gathers on the device with it)."""
   return {**{name: values[index] for name, values in columns.items()},
           "index": index.astype(np.int32), "mask": np.ones(index.shape, np.float32)}
@@ -97,7 +97,7 @@ class TrainBatches(BatchSource):
 
   def columns(self) -> dict:
     """The per-example arrays a batch takes rows of: the inputs, labels and extras."""
-    return {self.data.kind: self.data.images, "label": self.data.labels, **self.extras}
+    return {self.data.kind: self.data.inputs, "label": self.data.labels, **self.extras}
 
   def batch(self, step: int) -> Batch:
     return take(self.columns(), self.indices(step))
@@ -118,7 +118,7 @@ def array_eval_batches(data, global_batch_size: int, process_index: int = 0,
     index = np.arange(start, start + global_batch_size)
     mask = (index < len(data)).astype(np.float32)
     index = np.where(mask > 0, index, 0)[local]
-    yield {data.kind: data.images[index], "label": data.labels[index],
+    yield {data.kind: data.inputs[index], "label": data.labels[index],
            "index": index.astype(np.int32), "mask": mask[local]}
 
 

@@ -27,7 +27,7 @@ class DatasetInfo:
   splits: tuple[str, str] = ("train", "test")
   offline: Callable[[str], tuple[np.ndarray, np.ndarray]] | None = None
   streaming: bool = False  # Too large for memory: read with tf.data (jaxkd.data.streaming).
-  kind: str = "image"  # image | features | tokens (jaxkd.data.arrays.KINDS)
+  kind: str = "image"  # image | numeric | tokens (jaxkd.data.arrays.KINDS)
   offline_only: bool = False  # No tfds copy: always the offline source.
   # Builds a split from the dataset config (options such as seq_len): (inputs, labels).
   loader: Callable[[ml_collections.ConfigDict, str], tuple[np.ndarray, np.ndarray]] | None = None
@@ -57,15 +57,15 @@ DATASETS.register("npz")(DatasetInfo(0, (0.5,), (0.5,)))
 DATASETS.register("sklearn_digits")(DatasetInfo(
     10, (0.1307,), (0.3081,), offline=sklearn_sets.digits_as_mnist, offline_only=True))
 DATASETS.register("sklearn_breast_cancer")(DatasetInfo(
-    2, (0.0,), (1.0,), offline=sklearn_sets.breast_cancer, kind="features", offline_only=True))
+    2, (0.0,), (1.0,), offline=sklearn_sets.breast_cancer, kind="numeric", offline_only=True))
 DATASETS.register("sklearn_wine")(DatasetInfo(
-    3, (0.0,), (1.0,), offline=sklearn_sets.wine, kind="features", offline_only=True))
+    3, (0.0,), (1.0,), offline=sklearn_sets.wine, kind="numeric", offline_only=True))
 
 
 def _shakespeare(config: ml_collections.ConfigDict, split: str):
   from jaxkd.data import shakespeare  # Lazy: it is also run as a script.
 
-  return shakespeare.load(split, config.get("seq_len", 128), config.get("max_chars", 0))
+  return shakespeare.load(split, config.seq_len, config.max_chars)
 
 
 # Character-level Shakespeare (jaxkd.data.shakespeare): 84 tokens, split by play.
@@ -75,7 +75,7 @@ DATASETS.register("shakespeare_char")(DatasetInfo(
 
 
 def _tfds_data_dir(config: ml_collections.ConfigDict) -> str:
-  return config.get("data_dir") or os.environ.get(
+  return config.data_dir or os.environ.get(
       "TFDS_DATA_DIR", os.path.join(os.path.expanduser("~"), "tensorflow_datasets"))
 
 
@@ -106,9 +106,7 @@ def choose_source(name: str, config: ml_collections.ConfigDict) -> str:
   the offline copy where the dataset has one, otherwise a tfds download.
   """
   info = DATASETS.get(name)
-  source = config.get("source", "auto")
-  if source not in ("auto", "tfds", "offline"):
-    raise JaxkdError(f"dataset.source must be 'auto', 'tfds' or 'offline', got '{source}'.")
+  source = config.source  # auto | tfds | offline (checked with the config)
   if info.offline_only:
     if source == "tfds":
       raise JaxkdError(f"dataset '{name}' comes from scikit-learn, not tfds; set "
@@ -138,7 +136,7 @@ def _stream_split(name: str, info: DatasetInfo, split: str, config: ml_collectio
   except KeyError:  # No split metadata (e.g. tfds.testing.mock_data): count the records.
     count = int(tfds.load(name, split=split, data_dir=data_dir).reduce(0, lambda n, _: n + 1))
   return StreamDataset(name, split, info.num_classes, count,
-                       config.get("image_size") or 224, data_dir)
+                       config.image_size or 224, data_dir)
 
 
 def load_split(config: ml_collections.ConfigDict, split: str) -> ArrayDataset | StreamDataset:
@@ -160,18 +158,20 @@ def load_split(config: ml_collections.ConfigDict, split: str) -> ArrayDataset | 
   return validation
 
 
-def training_splits(config: ml_collections.ConfigDict
+def training_splits(config: ml_collections.ConfigDict, train: ArrayDataset | None = None
                     ) -> tuple[ArrayDataset | StreamDataset, ArrayDataset | None]:
-  """(train, validation) from one read of the source's training split; validation is
-  None without dataset.validation_size."""
-  size = config.get("validation_size", 0) or 0
-  train = load_source_split(config, "train")
+  """(train, validation) from one read of the source's training split (or from `train`,
+  that split when the caller holds it: a user's arrays). With dataset.validation_size = V
+  > 0, V examples are held out of it (split_validation); else validation is the source's
+  own validation split where it has one, or None."""
+  size = config.validation_size
+  train = load_source_split(config, "train") if train is None else train
   if not size:
     return train, load_source_split(config, "validation") if has_own_validation(config) else None
   if isinstance(train, StreamDataset):
     raise JaxkdError(f"dataset.validation_size: {config.name} is streamed, and a validation "
                      "split is carved from in-memory training data only; set it to 0.")
-  return split_validation(train, size, config.get("validation_seed", 0))
+  return split_validation(train, size, config.validation_seed)
 
 
 def has_own_validation(config: ml_collections.ConfigDict) -> bool:
@@ -202,11 +202,10 @@ def load_source_split(config: ml_collections.ConfigDict, split: str
   name = config.name
   info = DATASETS.get(name)
   if name == "npz":
-    if not config.get("path"):
+    if not config.path:
       raise JaxkdError("dataset 'npz' needs dataset.path: a .npz file with x_train, y_train, "
                        "x_test, y_test.")
-    return load_npz(config.path, split, config.get("num_classes"),
-                    config.get("input_kind") or "image")
+    return load_npz(config.path, split, config.num_classes, config.input_kind)
   if info.streaming:
     return _stream_split(name, info, _split_name(info, split), config)
   source = choose_source(name, config)
@@ -222,15 +221,14 @@ def load_source_split(config: ml_collections.ConfigDict, split: str
 def preprocessing(config: ml_collections.ConfigDict, image_channels: int) -> dict:
   """The Preprocess fields for a dataset: its defaults, overridden by the config."""
   info = DATASETS.get(config.name)
-  mean = config.get("mean") or info.mean
-  std = config.get("std") or info.std
+  mean = config.mean or info.mean
+  std = config.std or info.std
   if len(mean) == 1 and image_channels > 1:
     mean, std = mean * image_channels, std * image_channels
   if len(mean) != image_channels or len(std) != image_channels:
     raise JaxkdError(f"dataset.mean/std have {len(mean)}/{len(std)} values for images with "
                      f"{image_channels} channels; give one value per channel.")
-  crop = config.get("crop_padding")
-  flip = config.get("flip")
+  crop, flip = config.crop_padding, config.flip
   return dict(mean=tuple(mean), std=tuple(std),
               crop_padding=info.crop_padding if crop is None else int(crop),
               flip=info.flip if flip is None else bool(flip))

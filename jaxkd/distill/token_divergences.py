@@ -10,7 +10,7 @@ Both sides are softened by `temperature` (logits / T) and, as TRL's GKD and Dist
 not rescaled by T^2 (the image term `kd` is). With several teachers, p is the average of
 their distributions.
 
-Cached teachers (jaxkd.lm_cache): the batch carries the teacher's top-k log-probabilities
+Cached teachers (jaxkd.run.soft_labels): the batch carries the teacher's top-k log-probabilities
 and token ids per position (`teacher_topk_logprobs`, `teacher_topk_ids`, [B, T, k]) and no
 teacher runs. Both distributions are then compared over k + 1 buckets: the k tokens, and
 one bucket for all others (the teacher's tail mass 1 - sum of its top-k probabilities; the

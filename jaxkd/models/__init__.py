@@ -1,32 +1,7 @@
-"""Model registry: every model is a flax.linen Module called as
-`model.apply(variables, images, train=...)` and returning logits."""
+"""Models: the registry (jaxkd.models.registry) and the families, each registering its
+models by name on import."""
 
-import dataclasses
+from jaxkd.models import cifar, cifar_mobile, imagenet, lenet, mlp, transformer  # noqa: F401
+from jaxkd.models.registry import MODELS, count_params, create_model
 
-import flax.linen as nn
-import ml_collections
-
-from jaxkd.errors import JaxkdError
-from jaxkd.registry import Registry
-
-MODELS: Registry[type[nn.Module]] = Registry("model")
-
-
-def create_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
-  """Builds config.name with the other config fields (but init_from) as constructor
-  arguments."""
-  cls = MODELS.get(config.name)
-  kwargs = {k: v for k, v in config.items() if k not in ("name", "init_from")}
-  fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}
-  unknown = sorted(set(kwargs) - fields)
-  if unknown:
-    raise JaxkdError(f"model '{config.name}' has no option(s) {unknown}; its options are "
-                     f"{sorted(fields - {'num_classes'})}.")
-  if "num_classes" in kwargs:
-    raise JaxkdError("set the class count through the dataset, not model.num_classes.")
-  kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-  return cls(num_classes=num_classes, **kwargs)
-
-
-# Registration happens on import of each family.
-from jaxkd.models import cifar, cifar_mobile, imagenet, lenet, mlp, transformer  # noqa: E402,F401
+__all__ = ["MODELS", "count_params", "create_model"]

@@ -15,7 +15,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.models import MODELS
+from jaxkd.models.registry import MODELS
 
 
 def register_variant(name: str, base: type[nn.Module], **defaults) -> None:

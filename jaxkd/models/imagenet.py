@@ -5,9 +5,7 @@ from typing import Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from jaxkd.models import MODELS
 from jaxkd.models.cifar import BasicBlock, GlobalPool, batch_norm, register_variant
 
 

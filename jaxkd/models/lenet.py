@@ -3,7 +3,7 @@
 import flax.linen as nn
 import jax
 
-from jaxkd.models import MODELS
+from jaxkd.models.registry import MODELS
 
 
 @MODELS.register("lenet")

@@ -6,7 +6,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.models import MODELS
+from jaxkd.models.registry import MODELS
 
 
 @MODELS.register("mlp")

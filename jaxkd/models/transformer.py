@@ -9,7 +9,7 @@ causal (jax.nn.dot_product_attention). Feature paths for hidden-state matching:
 
 Logical axes (LOGICAL_AXES, param_logical_axes): each parameter's axes by name
 ('vocab', 'embed', 'heads', 'head_dim', 'mlp', 'position'), for laying a large model out
-over a mesh (jaxkd.sharding.logical_shardings).
+over a mesh (jaxkd.engine.sharding.logical_shardings).
 """
 
 from typing import ClassVar
@@ -18,7 +18,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.models import MODELS
+from jaxkd.models.registry import MODELS
 from jaxkd.models.mlp import RateDropout
 
 
@@ -107,6 +107,11 @@ class TransformerLM(nn.Module):
     return embed.attend(x) if self.tie_embeddings else nn.Dense(self.num_classes,
                                                                 name="head")(x)
 
+  def logical_axes(self, params) -> dict:
+    """Each parameter's logical axis names (param_logical_axes), for a teacher laid out by
+    them (distill.teacher_layout='logical')."""
+    return param_logical_axes(params)
+
 
 # Each parameter's logical axes, by its name in the tree (the last one or two keys).
 LOGICAL_AXES = {
@@ -129,7 +134,7 @@ def param_logical_axes(params) -> dict:
   biases ('embed',))."""
 
   def axes(path, x):
-    keys = tuple(str(getattr(k, "key", k)) for k in path)
+    keys = tuple(jax.tree_util.keystr((k,), simple=True) for k in path)
     return LOGICAL_AXES.get(keys[-2:], ("embed",) * x.ndim)
 
   return jax.tree_util.tree_map_with_path(axes, params)

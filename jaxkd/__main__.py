@@ -1,0 +1,5 @@
+"""python -m jaxkd <command> [--flags]: see jaxkd.cli."""
+
+from jaxkd.cli import main
+
+main()

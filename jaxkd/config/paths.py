@@ -1,0 +1,67 @@
+"""Config fields by dotted path ('distill.terms.kd.temperature'): checked, read, set, and
+set from text as --config.<path>=<text> would be (ml_collections' own parsers)."""
+
+import copy
+import difflib
+from typing import Any
+
+import ml_collections
+from absl import flags
+from ml_collections.config_flags import config_flags, config_path
+
+from jaxkd.errors import JaxkdError
+
+Sections = (ml_collections.ConfigDict, dict)
+
+
+def check(config: ml_collections.ConfigDict, path: str, what: str) -> None:
+  """A JaxkdError (starting with `what`, e.g. '--sweep KEY') naming the missing part of
+  `path` with near matches, or saying it is a section rather than a value."""
+  node, done = config, []
+  for part in path.split("."):
+    fields = list(node.keys()) if isinstance(node, Sections) else None
+    if fields is None or part not in fields:
+      where = "config." + ".".join(done) if done else "the config"
+      if fields is None:
+        raise JaxkdError(f"{what}: config.{'.'.join(done)} is a value, not a section; it has no "
+                         f"field '{part}'.")
+      near = difflib.get_close_matches(part, fields, n=3)
+      hint = f"; did you mean {' or '.join(repr(n) for n in near)}?" if near else ""
+      raise JaxkdError(f"{what}: unknown config field '{part}' in {where} (its fields: "
+                       f"{', '.join(sorted(fields))}){hint}")
+    node = node[part]
+    done.append(part)
+  if isinstance(node, Sections):
+    raise JaxkdError(f"{what}: config.{path} is a section, not a value; give one of its fields "
+                     f"({', '.join(sorted(node.keys()))}).")
+
+
+def get(config: ml_collections.ConfigDict, path: str) -> Any:
+  return config_path.get_value(path, config)
+
+
+def set_value(config: ml_collections.ConfigDict, path: str, value: Any, what: str) -> None:
+  """Sets an existing field; numbers take the field's type (an int field stays int)."""
+  check(config, path, what)
+  current = get(config, path)
+  if isinstance(current, (int, float)) and not isinstance(current, bool):
+    value = type(current)(value)
+  config_path.set_value(path, config, value)
+
+
+def parse_override(config: ml_collections.ConfigDict, path: str, text: str, what: str
+                   ) -> tuple[ml_collections.ConfigDict, Any]:
+  """A copy of `config` with `path` set to `text` parsed as --config.<path>=<text> would be
+  (the field's type decides), and the parsed value."""
+  check(config, path, what)
+  flag_values = flags.FlagValues()
+  argv = ["jaxkd", f"--config.{path}={text}"]
+  holder = config_flags.DEFINE_config_dict("config", copy.deepcopy(config),
+                                           flag_values=flag_values, sys_argv=argv)
+  try:
+    flag_values(argv)
+  except (flags.Error, AttributeError, TypeError, ValueError) as e:
+    message = " ".join(str(e).split())
+    raise JaxkdError(f"{what}: value '{text}' does not fit config.{path} (now "
+                     f"{get(config, path)!r}): {message}") from None
+  return holder.value, get(holder.value, path)

@@ -1,0 +1,112 @@
+"""Prediction and evaluation: the one inference function every prediction runs (evaluation,
+soft labels, reports, export), the jitted eval step, a pass over a split, and model
+selection on the validation split."""
+
+import math
+from typing import Callable, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh
+
+from jaxkd.data import Preprocess
+from jaxkd.data.arrays import has_token_labels
+from jaxkd.data.augment import model_input
+from jaxkd.data.batches import counted
+from jaxkd.engine.sharding import batch_sharding, replicated, shard_batch
+
+Batch = dict[str, jax.Array]
+
+
+def inference(model: nn.Module, preprocess: Preprocess, kind: str = "image",
+              logit_bias: Sequence[float] | None = None) -> Callable:
+  """apply(variables, inputs) -> logits: `model` in inference mode on inputs of `kind`,
+  preprocessed as evaluation preprocesses them (images scaled to [0, 1] and normalised with
+  preprocess.mean/std; tokens and numeric inputs as they are), plus `logit_bias` (a fitted
+  bias correction) when given. Not jitted: callers jit it for their devices or export it."""
+
+  def apply(variables, inputs):
+    logits = model.apply(variables, model_input({kind: inputs}, preprocess), train=False)
+    return logits if logit_bias is None else logits + jnp.asarray(logit_bias, logits.dtype)
+
+  return apply
+
+
+def make_predict(model: nn.Module, preprocess: Preprocess, mesh: Mesh, kind: str = "image",
+                 outputs: Callable | None = None) -> Callable:
+  """predict(variables, inputs) -> outputs(logits) (default: the logits), jitted over `mesh`:
+  variables replicated, inputs and outputs split on the batch axis."""
+  apply = inference(model, preprocess, kind)
+  then = outputs or (lambda logits: logits)
+  return jax.jit(lambda variables, inputs: then(apply(variables, inputs)),
+                 in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                 out_shardings=batch_sharding(mesh))
+
+
+def predict_all(predict: Callable, variables: dict, data, batch_size: int, mesh: Mesh):
+  """predict(variables, inputs) over every example of `data` in order, gathered on the host
+  (numpy; a tuple of outputs stays a tuple), padding dropped. Whole batches on this host."""
+  outputs = []
+  for batch in data.eval_batches(batch_size):
+    result = predict(variables, shard_batch({"inputs": batch[data.kind]}, mesh)["inputs"])
+    keep = batch["mask"] > 0
+    outputs.append(jax.tree.map(lambda x: np.asarray(x)[keep], jax.device_get(result)))
+  return jax.tree.map(lambda *parts: np.concatenate(parts), *outputs)
+
+
+def logits_of(model: nn.Module, variables: dict, preprocess: Preprocess, data, batch_size: int,
+              mesh: Mesh) -> np.ndarray:
+  """The model's logits [N, C] for every example of `data`, in order (float32, on the host)."""
+  predict = make_predict(model, preprocess, mesh, data.kind)
+  return predict_all(predict, variables, data, batch_size, mesh).astype(np.float32)
+
+
+def make_eval_step(model: nn.Module, preprocess: Preprocess, mesh: Mesh, kind: str
+                   ) -> Callable[[dict, Batch], dict]:
+  """Returns eval(variables, batch) -> sums over the real (mask == 1) examples, or over
+  their tokens that count (label >= 0) for per-token labels [B, T]; inputs of `kind`."""
+  apply = inference(model, preprocess, kind)
+
+  def step(variables: dict, batch: Batch):
+    logits = apply(variables, batch[kind])
+    labels = batch["label"]
+    mask = counted(labels, batch["mask"])
+    losses = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.maximum(labels, 0))
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    return {"loss_sum": jnp.sum(losses * mask), "correct": jnp.sum(correct * mask),
+            "count": jnp.sum(mask)}
+
+  return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
+                 out_shardings=replicated(mesh))
+
+
+def evaluate(eval_step: Callable, variables: dict, data, batch_size: int, mesh: Mesh) -> dict:
+  """Loss, accuracy and error count over every example of `data`, each counted once."""
+  totals = None
+  for batch in data.eval_batches(batch_size, jax.process_index(), jax.process_count()):
+    sums = eval_step(variables, shard_batch(batch, mesh))
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  totals = jax.device_get(totals)
+  count = int(round(float(totals["count"])))
+  correct = int(round(float(totals["correct"])))
+  metrics = {"loss": float(totals["loss_sum"]) / count, "accuracy": correct / count,
+             "errors": count - correct, "count": count}
+  if has_token_labels(data):  # A language model: per token (count, errors are tokens).
+    metrics.update(perplexity=math.exp(metrics["loss"]), bits_per_token=metrics["loss"] / math.log(2))
+  return metrics
+
+
+def select_on_validation(records: list[dict]) -> dict:
+  """The evaluation step with the best validation accuracy (the earliest of ties) and the
+  test metrics logged at that step: model selection that never looks at the test set."""
+  validation = [r for r in records if r["split"] == "validation"]
+  if not validation:
+    return {}
+  best = max(validation, key=lambda r: (r["accuracy"], -r["step"]))
+  test = {r["step"]: r for r in records if r["split"] == "test"}.get(best["step"], {})
+  return {"best_step": best["step"], "best_validation_accuracy": best["accuracy"],
+          **({"selected_test_accuracy": test["accuracy"], "selected_test_errors": test["errors"]}
+             if test else {})}
