@@ -3,6 +3,7 @@ destination, flushed, then renamed over it (os.replace is atomic on one filesyst
 writers never share a temporary name, and a crash leaves the old file as it was."""
 
 import contextlib
+import hashlib
 import os
 import pathlib
 import tempfile
@@ -18,6 +19,9 @@ def atomic_path(path: str | pathlib.Path, suffix: str = "") -> Iterator[pathlib.
   handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}",
                                        dir=path.parent)
   os.close(handle)
+  umask = os.umask(0)
+  os.umask(umask)
+  os.chmod(temporary, 0o666 & ~umask)  # As open() would create it (mkstemp makes it private).
   temporary = pathlib.Path(temporary)
   try:
     yield temporary
@@ -39,3 +43,17 @@ def write_bytes(path: str | pathlib.Path, data: bytes) -> pathlib.Path:
 def write_text(path: str | pathlib.Path, text: str) -> pathlib.Path:
   """Writes `text` (UTF-8) to `path` atomically; returns the path."""
   return write_bytes(path, text.encode())
+
+
+
+def fingerprint(root: str | pathlib.Path, files, whole_below: int = 1 << 20) -> str:
+  """A short content hash of `files` under `root`: each one's path relative to root, its size
+  and, up to `whole_below` bytes, its content (metadata and manifests whole; large array
+  files by their size)."""
+  root, digest = pathlib.Path(root), hashlib.sha256()
+  for path in sorted(pathlib.Path(p) for p in files):
+    size = path.stat().st_size
+    digest.update(f"{path.relative_to(root)}:{size}".encode())
+    if size <= whole_below:
+      digest.update(path.read_bytes())
+  return digest.hexdigest()[:16]

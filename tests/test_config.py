@@ -42,8 +42,8 @@ def test_overrides_apply_with_types():
 
 
 def test_cli_config_mistakes_are_one_line_errors():
-  assert re.search(r"jaxkd: error: unknown config field.*Did you mean \"epochs\"",
-                   _cli_error("--config.train.epoch=3"))
+  assert re.search(r"jaxkd: error: --config.train.epoch=3: unknown config field 'epoch' in "
+                   r"config.train .*did you mean 'epochs'\?", _cli_error("--config.train.epoch=3"))
   assert re.search(r"jaxkd: error: .*batch_size=big.*invalid literal for int",
                    _cli_error("--config.train.batch_size=big"))
   assert re.search(r"jaxkd: error: unknown dataset 'imagenet'.*Known datasets",

@@ -15,6 +15,7 @@ from jaxkd.run import train
 from jaxkd.errors import JaxkdError
 from jaxkd.jobs.export import export
 from jaxkd.run.metrics import read_metrics
+from jaxkd.run.signals import Stopped
 from jaxkd.run.saved import load_run
 from jaxkd.engine.sharding import make_mesh
 
@@ -112,8 +113,9 @@ def test_a_population_stopped_by_sigterm_resumes_bitwise(data_and_teacher, tmp_p
 
   monkeypatch.setattr(population, "make_population_step", stopping)
   parts = [tmp_path / f"part{i}" for i in range(2)]
-  stopped = population.train_population(copy.deepcopy(configs), parts, tmp_path / "population")
-  assert stopped[0]["interrupted"] and stopped[0]["step"] == 5
+  with pytest.raises(Stopped) as stopped:
+    population.train_population(copy.deepcopy(configs), parts, tmp_path / "population")
+  assert (stopped.value.signal_name, stopped.value.step) == ("SIGTERM", 5)
   monkeypatch.setattr(population, "make_population_step", real)
   population.train_population(copy.deepcopy(configs), parts, tmp_path / "population")
   for a, b in zip(parts, whole):

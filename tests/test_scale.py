@@ -136,7 +136,7 @@ def test_a_sharded_teacher_layout_loads_each_teacher_sharded_and_casts_it_in_pla
                                                          "teacher_combine": "average"}), 8, 8)
   data = ArrayDataset(*toy_arrays(64, 0), num_classes=4, name="toy", split="train")
   fields = preprocessing(toy_config().dataset, 1)
-  _, (variables,), _ = teachers.prepare_teachers(config, objective, data, fields, mesh,
+  _, (variables,), _, _ = teachers.prepare_teachers(config, objective, data, fields, mesh,
                                                  dtype="bfloat16")
   assert layouts == ["sharded"]
   kernel = variables["params"]["Dense_0"]["kernel"]

@@ -213,7 +213,7 @@ def test_sharded_bfloat16_teacher_from_the_config(toy_teacher, tmp_path, monkeyp
   config.precision.teacher = "bfloat16"
   config.train.num_steps = 4
   data = load_split(config.dataset, "train")
-  _, (variables,), _ = prepare_teachers(config.distill, build_objective(config.distill, 16, 4),
+  _, (variables,), _, _ = prepare_teachers(config.distill, build_objective(config.distill, 16, 4),
                                         data, preprocessing(config.dataset, 1), make_mesh(),
                                         config.precision.teacher)
   kernel = variables["params"]["dense0"]["kernel"]  # [64, 64]: 8 rows on each device.

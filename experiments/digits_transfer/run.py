@@ -20,6 +20,7 @@ import numpy as np
 from absl import flags
 
 from jaxkd.cli import common
+from jaxkd.files import write_text
 from jaxkd.config import load_config_file
 from jaxkd.data import load_split
 from jaxkd.run.saved import load_run, predict_logits
@@ -44,7 +45,7 @@ _FLAGS = {}
 
 def define_flags():
   _FLAGS["seeds"] = flags.DEFINE_integer("seeds", 3, "Seeds per arm.", lower_bound=2)
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/digits_transfer", "Root of the runs.")
+  _FLAGS["workdir"] = common.path_flag("workdir", "runs/digits_transfer", "Root of the runs.")
 
 def main():
   args = common.values(_FLAGS)
@@ -70,7 +71,7 @@ def main():
       "", f"Gain of distillation: {gain['difference']:.1f} fewer test errors, 95% interval "
       f"[{gain['low']:.1f}, {gain['high']:.1f}] (Welch's t, seeds {seeds}).",
       "", f"This run: {(time.perf_counter() - start) / 60:.0f} minutes (finished runs reused)."])
-  (root / "summary.json").write_text(json.dumps(
+  write_text(root / "summary.json", json.dumps(
       {"zero_shot": zero_shot, **teachers, **students, "gain": gain}, indent=2))
   write_between_markers(HERE / "README.md", body)
   print(body)

@@ -19,6 +19,7 @@ import jax
 from absl import flags
 
 from jaxkd.cli import common
+from jaxkd.files import write_text
 from jaxkd.run.assemble import assemble, transfer_set_of
 from jaxkd.config import load_config_file
 from jaxkd.run.metrics import read_metrics
@@ -79,7 +80,7 @@ _FLAGS = {}
 
 def define_flags():
   _FLAGS["seeds"] = flags.DEFINE_integer("seeds", 3, "Seeds per arm.", lower_bound=1)
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/lm_shakespeare", "Root of the runs.")
+  _FLAGS["workdir"] = common.path_flag("workdir", "runs/lm_shakespeare", "Root of the runs.")
   _FLAGS["teacher_steps"] = flags.DEFINE_integer("teacher_steps", 0, "0: the config's.",
                                                  lower_bound=0)
   _FLAGS["student_steps"] = flags.DEFINE_integer("student_steps", 0, "0: the config's.",
@@ -135,7 +136,7 @@ def main_with(args):
             f"{jax.device_count()} device(s))."]
   body = "\n".join(lines)
   print(body)
-  (root / "table.json").write_text(json.dumps({"rows": rows, "teacher": teacher_metrics,
+  write_text(root / "table.json", json.dumps({"rows": rows, "teacher": teacher_metrics,
                                                "speed": speed, "timings": timings}, indent=1))
   if not args.no_readme:
     write_between_markers(HERE / "README.md", body)

@@ -14,6 +14,7 @@ import time
 from absl import flags
 
 from jaxkd.cli import common
+from jaxkd.files import write_text
 from jaxkd.jobs import pipeline
 from jaxkd.config import load_config_file
 from jaxkd.jobs.tables import markdown_table, write_between_markers
@@ -48,7 +49,7 @@ _FLAGS = {}
 def define_flags():
   _FLAGS["seeds"] = flags.DEFINE_integer("seeds", 3, "Student seeds.", lower_bound=2)
   _FLAGS["first_seed"] = flags.DEFINE_integer("first_seed", 0, "The first student seed.")
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/mnist_hinton", "The pipeline's workdir.")
+  _FLAGS["workdir"] = common.path_flag("workdir", "runs/mnist_hinton", "The pipeline's workdir.")
 
 def main():
   args = common.values(_FLAGS)
@@ -58,7 +59,7 @@ def main():
   start = time.perf_counter()
   report = pipeline.run(config, args.workdir)
   minutes = (time.perf_counter() - start) / 60
-  (args.workdir / "summary.json").write_text(json.dumps(report, indent=2))
+  write_text(args.workdir / "summary.json", json.dumps(report, indent=2))
   body = table(report) + f"\n\nThis run: {minutes:.0f} minutes (finished stages reused)."
   write_between_markers(HERE / "README.md", body)
   print(body)

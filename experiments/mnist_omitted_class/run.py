@@ -20,6 +20,7 @@ import numpy as np
 from absl import flags
 
 from jaxkd.cli import common
+from jaxkd.files import write_text
 from jaxkd.run.assemble import transfer_set_of
 from jaxkd.config import load_config_file
 from jaxkd.data import load_split
@@ -52,7 +53,7 @@ _FLAGS = {}
 
 def define_flags():
   _FLAGS["seeds"] = flags.DEFINE_integer("seeds", 3, "Seeds per arm.", lower_bound=2)
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/mnist_omitted_class", "Root of the runs.")
+  _FLAGS["workdir"] = common.path_flag("workdir", "runs/mnist_omitted_class", "Root of the runs.")
 
 def main():
   args = common.values(_FLAGS)
@@ -90,7 +91,7 @@ def main():
       "", f"Fitted bias of the 3 logit (the biases are centred to mean 0): {cell('bias_3')} "
       f"(seeds {seeds}).",
       "", f"This run: {(time.perf_counter() - start) / 60:.0f} minutes (finished runs reused)."])
-  (root / "summary.json").write_text(json.dumps({"teacher": teacher, "rows": rows}, indent=2))
+  write_text(root / "summary.json", json.dumps({"teacher": teacher, "rows": rows}, indent=2))
   write_between_markers(HERE / "README.md", body)
   print(body)
 

@@ -16,8 +16,6 @@ import subprocess
 import sys
 import time
 
-from absl import flags
-
 from jaxkd.cli import common
 from jaxkd.jobs.tables import write_between_markers
 
@@ -29,7 +27,7 @@ _FLAGS = {}
 
 
 def define_flags():
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/mnist_search", "The search's workdir.")
+  _FLAGS["workdir"] = common.path_flag("workdir", "runs/mnist_search", "The search's workdir.")
 
 def main():
   args = common.values(_FLAGS)

@@ -46,7 +46,7 @@ _FLAGS = {}
 
 
 def define_flags():
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/mnist_temperature_speed",
+  _FLAGS["workdir"] = common.path_flag("workdir", "runs/mnist_temperature_speed",
                                           "Root of the two sweeps.")
   _FLAGS["epochs"] = flags.DEFINE_integer("epochs", 3, "Epochs per cell.", lower_bound=1)
 

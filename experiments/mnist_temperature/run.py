@@ -32,7 +32,7 @@ _FLAGS = {}
 
 
 def define_flags():
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/mnist_temperature", "The sweep's workdir.")
+  _FLAGS["workdir"] = common.path_flag("workdir", "runs/mnist_temperature", "The sweep's workdir.")
   _FLAGS["epochs"] = flags.DEFINE_integer("epochs", 3, "Epochs per cell.", lower_bound=1)
 
 def main():

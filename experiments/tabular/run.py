@@ -12,9 +12,8 @@ import json
 import pathlib
 import time
 
-from absl import flags
-
 from jaxkd.cli import common
+from jaxkd.files import write_text
 from jaxkd.jobs import pipeline
 from jaxkd.config import load_config_file
 from jaxkd.data import load_split
@@ -45,7 +44,7 @@ _FLAGS = {}
 
 
 def define_flags():
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", "runs/tabular", "Root of the pipelines.")
+  _FLAGS["workdir"] = common.path_flag("workdir", "runs/tabular", "Root of the pipelines.")
 
 
 def main():
@@ -58,7 +57,7 @@ def main():
     config = load_config_file(CONFIG, f"{dataset},{student}")
     report = pipeline.run(config, workdir)
     report["test_count"] = len(load_split(config.student.dataset, "test"))
-    (workdir / "summary.json").write_text(json.dumps(report, indent=2))
+    write_text(workdir / "summary.json", json.dumps(report, indent=2))
     rows.append(row(dataset, student, report))
   minutes = (time.perf_counter() - start) / 60
   header = ["dataset", "student", "teacher errors (params)", "student alone: errors",

@@ -18,8 +18,8 @@ _FLAGS: dict = {}
 
 
 def define_flags() -> None:
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "Workdir of a trained run.")
-  _FLAGS["out"] = flags.DEFINE_string("out", None, "Export directory (default WORKDIR/export).")
+  _FLAGS["workdir"] = common.path_flag("workdir", None, "Workdir of a trained run.")
+  _FLAGS["out"] = common.path_flag("out", None, "Export directory (default WORKDIR/export).")
   _FLAGS["saved_model"] = flags.DEFINE_boolean("saved_model", False,
                                                "Also write a TF SavedModel (needs TensorFlow).")
   _FLAGS["platforms"] = flags.DEFINE_list(

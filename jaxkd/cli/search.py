@@ -20,7 +20,7 @@ _FLAGS: dict = {}
 def define_flags() -> None:
   _FLAGS["config"] = config_flags.DEFINE_config_file("config", None, "Training config file.",
                                                      lock_config=True)
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "Root directory of the search.")
+  _FLAGS["workdir"] = common.path_flag("workdir", None, "Root directory of the search.")
   _FLAGS["space"] = flags.DEFINE_multi_string("space", [], "KEY=uniform(a,b) | loguniform(a,b) "
                                               "| choice(v1,...): a searched field.")
   _FLAGS["trials"] = flags.DEFINE_integer("trials", 8, "Trials drawn.", lower_bound=2)
@@ -28,8 +28,8 @@ def define_flags() -> None:
                                        lower_bound=2)
   _FLAGS["rungs"] = flags.DEFINE_integer("rungs", 3, "Rungs of successive halving.",
                                          lower_bound=1)
-  _FLAGS["min_epochs"] = flags.DEFINE_float("min_epochs", 1.0, "Epochs of the first rung.",
-                                            lower_bound=0.0)
+  _FLAGS["min_epochs"] = common.positive_float_flag("min_epochs", 1.0,
+                                                    "Epochs of the first rung.")
   _FLAGS["search_seed"] = flags.DEFINE_integer("search_seed", 0, "Seed of the drawn values.")
   flags.mark_flags_as_required(["config", "workdir"])
 

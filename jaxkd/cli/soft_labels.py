@@ -16,8 +16,8 @@ _FLAGS: dict = {}
 def define_flags() -> None:
   from jaxkd.config.checks import SOFT_LABEL_DTYPES
 
-  _FLAGS["teacher"] = flags.DEFINE_string("teacher", None, "Workdir of the trained teacher.")
-  _FLAGS["out"] = flags.DEFINE_string("out", None, "Output .npz path.")
+  _FLAGS["teacher"] = common.path_flag("teacher", None, "Workdir of the trained teacher.")
+  _FLAGS["out"] = common.path_flag("out", None, "Output .npz path.")
   _FLAGS["dtype"] = flags.DEFINE_enum("dtype", "float16", list(SOFT_LABEL_DTYPES),
                                       "Storage dtype of the logits.")
   _FLAGS["top_k"] = flags.DEFINE_integer("top_k", 0, "Keep only the k largest logits per "

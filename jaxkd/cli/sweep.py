@@ -19,7 +19,7 @@ def define_flags() -> None:
   _FLAGS["config"] = config_flags.DEFINE_config_file(
       "config", None, "Training config file (get_config()); --config.<field>=<value> overrides "
       "apply to every cell.", lock_config=True)
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", None, "Root directory of the sweep.")
+  _FLAGS["workdir"] = common.path_flag("workdir", None, "Root directory of the sweep.")
   _FLAGS["sweep"] = flags.DEFINE_multi_string(
       "sweep", [], "KEY=V1,V2,...: a config field and its values (repeat for a grid).")
   _FLAGS["seeds"] = flags.DEFINE_integer("seeds", 1, "Seeds per setting: config.seed + 0..N-1.",

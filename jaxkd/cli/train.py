@@ -17,7 +17,7 @@ _FLAGS = {}
 def define_flags() -> None:
   _FLAGS["config"] = config_flags.DEFINE_config_file(
       "config", None, "Experiment config file (get_config()).", lock_config=True)
-  _FLAGS["workdir"] = flags.DEFINE_string("workdir", None,
+  _FLAGS["workdir"] = common.path_flag("workdir", None,
                                           "Directory for checkpoints, logs and reports.")
   flags.mark_flags_as_required(["config", "workdir"])
 
@@ -43,7 +43,6 @@ def main() -> None:
     pipeline.run(config, workdir)
     return
   result = train.train_and_evaluate(config, workdir)
-  if not result["interrupted"]:
-    say(train.summary_line(result, workdir))
+  say(train.summary_line(result, workdir))
   if how:
     distributed.shutdown()  # Every process leaves together (jax would also do it at exit).

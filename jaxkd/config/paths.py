@@ -1,8 +1,17 @@
 """Config fields by dotted path ('distill.terms.kd.temperature'): checked, read, set, and
-set from text as --config.<path>=<text> would be (ml_collections' own parsers)."""
+set from text as --config.<path>=<text> would be (ml_collections' own parsers).
 
+override() is the one way a field is set from outside a config file: the command lines'
+--config.<path>=<value>, the sweep's and the search's values, the Python API's config={...}.
+An unknown field is an error with near matches; a new term or a new option of a term
+(distill.terms.<label>.<option>) and a new model option (model.<option>) may be added, as
+a config file could add them: the method's or the model's own options check them later.
+"""
+
+import ast
 import copy
 import difflib
+import re
 from typing import Any
 
 import ml_collections
@@ -65,3 +74,48 @@ def parse_override(config: ml_collections.ConfigDict, path: str, text: str, what
     raise JaxkdError(f"{what}: value '{text}' does not fit config.{path} (now "
                      f"{get(config, path)!r}): {message}") from None
   return holder.value, get(holder.value, path)
+
+
+# Sections a config file may extend with new keys: a term and its options, a model's options.
+OPEN = re.compile(r"(^|\.)(distill\.terms\.[^.]+\.[^.]+|model\.[^.]+)$")
+
+
+def exists(config: ml_collections.ConfigDict, path: str) -> bool:
+  node = config
+  for part in path.split("."):
+    if not isinstance(node, Sections) or part not in node:
+      return False
+    node = node[part]
+  return True
+
+
+def _literal(text: str) -> Any:
+  """A new option's value from text: a Python literal (number, bool, tuple, ...) or else the
+  text itself."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def override(config: ml_collections.ConfigDict, path: str, value: Any, what: str,
+             text: bool = False) -> Any:
+  """Sets field `path` of `config` (in place) and returns the value set. With `text`, `value`
+  is command-line text, parsed with the field's type (or as a Python literal for a new
+  option). An unknown field is a JaxkdError naming it (starting with `what`)."""
+  if exists(config, path):
+    if text:
+      _, value = parse_override(config, path, value, what)
+    set_value(config, path, value, what)
+    return get(config, path)
+  if not OPEN.search(path):
+    check(config, path, what)  # Raises: the field is unknown.
+  *parents, leaf = path.split(".")
+  node = config
+  with config.unlocked():
+    for part in parents:  # A new term's section.
+      if part not in node:
+        node[part] = ml_collections.ConfigDict()
+      node = node[part]
+    node[leaf] = _literal(value) if text else value
+  return node[leaf]

@@ -52,6 +52,12 @@ class ArrayDataset:
     where = f"{self.name}/{self.split}"
     if self.kind not in KINDS:
       raise JaxkdError(f"{where}: input kind '{self.kind}' is not one of {KINDS}.")
+    if not len(images):
+      raise JaxkdError(f"{where} has no examples; give a split with at least one.")
+    if np.issubdtype(images.dtype, np.floating) and not np.all(np.isfinite(images)):
+      first = int(np.argmax(~np.isfinite(images).reshape(len(images), -1).all(axis=1)))
+      raise JaxkdError(f"{where}: the inputs of example {first} are not finite (NaN or inf); "
+                       "clean or drop them before training (every split is checked).")
     if self.kind == "image":
       if images.ndim == 3:  # [N, H, W] grayscale
         images = images[..., None]

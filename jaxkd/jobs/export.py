@@ -108,22 +108,26 @@ def _replace_dir(built: pathlib.Path, out: pathlib.Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def export(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
+def export(source, out: str | pathlib.Path | None = None,
            saved_model: bool = False, latency_batch_size: int = 256, latency_repeats: int = 20,
            platforms: Sequence[str] | None = None) -> dict:
-  """Writes the student of the run in `workdir` to `out` (default workdir/export); returns
-  its run_info (with latency_ms, and what was left out)."""
+  """Writes the student of `source` (a run's workdir, or the Result of jaxkd.train_student:
+  its module and workdir) to `out` (default workdir/export); returns its run_info (with
+  latency_ms, and what was left out)."""
   import jax
 
   from jaxkd.engine.sharding import make_mesh
   from jaxkd.jobs.timing import model_latency_ms
   from jaxkd.run.checkpoint import Checkpointer
-  from jaxkd.run.saved import load_run
+  from jaxkd.run.saved import load_run, read_run_files
 
-  workdir = pathlib.Path(workdir)
+  model = None if isinstance(source, (str, pathlib.Path)) else source.model
+  workdir = pathlib.Path(source if model is None else source.workdir)
   out = pathlib.Path(out) if out else workdir / "export"
   _check_destination(workdir, out)
-  run = load_run(workdir, make_mesh(jax.devices()[:1]))  # The source is read before out is touched.
+  # The source is read whole before `out` is touched.
+  run = load_run(workdir, make_mesh(jax.devices()[:1]), model=model)
+  recorded = read_run_files(workdir)[1].get("model_class")
   preprocess, variables = run.preprocess(), run.variables  # on one device
   out.parent.mkdir(parents=True, exist_ok=True)
   built = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.partial.", dir=out.parent))
@@ -138,6 +142,7 @@ def export(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
             "preprocessing": {"mean": list(preprocess.mean), "std": list(preprocess.std),
                               "input": "uint8 pixels, or floats on [0, 1]; [N, H, W, C]"},
             "model": run.config.model.to_dict(), "collections": sorted(variables),
+            **({"model_class": recorded} if recorded else {}),
             "params": run.num_params, "bytes": run.num_bytes,
             "left_out": _left_out(workdir, run.step),
             "versions": {"jax": jax.__version__}}
@@ -155,21 +160,21 @@ def export(workdir: str | pathlib.Path, out: str | pathlib.Path | None = None,
   return info
 
 
-def load_exported(directory: str | pathlib.Path) -> tuple[Any, dict, dict]:
+def load_exported(directory: str | pathlib.Path, model: Any = None) -> tuple[Any, dict, dict]:
   """(model, variables, info) of an export: variables = {'params': ..., 'batch_stats': ...}
-  on the default device; info is run_info.json plus 'config' (the run's ConfigDict)."""
+  on the default device; info is run_info.json plus 'config' (the run's ConfigDict).
+  `model`: for the export of a user's module whose class does not import here."""
   import jax
 
   from jaxkd.engine.sharding import make_mesh
-  from jaxkd.models import create_model
-  from jaxkd.run.saved import read_run_files, read_variables
+  from jaxkd.run.saved import model_of, read_run_files, read_variables
 
   directory = pathlib.Path(directory)
   config, info = read_run_files(directory)
   if "exported_from" not in info:
     raise JaxkdError(f"{directory} is a training run, not an export; export it with python -m "
                      f"jaxkd export --workdir={directory} (or load it with jaxkd.load_run).")
-  model = create_model(config.model, info["num_classes"])
+  model = model_of(config, info, directory, model)
   _, variables = read_variables(directory, make_mesh(jax.devices()[:1]))
   return model, variables, {**info, "config": config}
 

@@ -16,7 +16,6 @@ import json
 import pathlib
 
 import ml_collections
-import numpy as np
 
 from jaxkd import config as config_checks
 from jaxkd.config.population import check_population
@@ -28,8 +27,9 @@ from jaxkd.log import say
 from jaxkd.run.assemble import transfer_set_of
 from jaxkd.run.population import train_population
 from jaxkd.run.saved import load_run
-from jaxkd.run.soft_labels import write_soft_labels
+from jaxkd.run.soft_labels import cache_meta, write_soft_labels
 from jaxkd.run.train import train_and_evaluate
+from jaxkd.run.workdir import lock
 
 
 def student_seeds(config: ml_collections.ConfigDict) -> list[int]:
@@ -70,11 +70,11 @@ def distilled_config(config: ml_collections.ConfigDict, teacher_dir: pathlib.Pat
 def _cache_is_current(cache: pathlib.Path, teacher_dir: pathlib.Path, teacher_step: int,
                       dtype: str, top_k: int, fingerprint: str) -> bool:
   """Whether `cache` was written by this teacher checkpoint with these settings, for the
-  data of this `fingerprint` (the student's transfer set)."""
-  if not cache.exists():
+  data of this `fingerprint` (the student's transfer set); a damaged cache is not."""
+  try:
+    meta = cache_meta(cache)
+  except JaxkdError:  # Missing or damaged: written again.
     return False
-  with np.load(cache) as data:
-    meta = json.loads(str(data["meta"]))
   return ((meta["teacher_workdir"], meta["teacher_step"], meta["dtype"], meta["top_k"],
            meta["fingerprint"]) ==
           (str(teacher_dir.absolute()), teacher_step, dtype, top_k, fingerprint))
@@ -92,9 +92,15 @@ def validate(config: ml_collections.ConfigDict, workdir: pathlib.Path = pathlib.
 
 
 def run(config: ml_collections.ConfigDict, workdir: str | pathlib.Path) -> dict:
-  """Runs every stage in `workdir` and returns the report's numbers (report.json)."""
+  """Runs every stage in `workdir` (one pipeline at a time in it) and returns the report's
+  numbers (report.json)."""
   workdir = pathlib.Path(workdir)
   validate(config, workdir)
+  with lock([workdir]):
+    return _run(config, workdir)
+
+
+def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   teacher_dir = pathlib.Path(config.teacher_workdir or workdir / "teacher")
   cache = workdir / "soft_labels.npz"
   student = distilled_config(config, teacher_dir, cache)

@@ -48,6 +48,7 @@ class Run:
   teacher_variables: list
   eval_step: Any
   teacher_source: str  # what the objective's teacher terms read, for the log
+  sources: dict = dataclasses.field(default_factory=dict)  # teacher pins (run_info.json)
 
   @property
   def steps_per_epoch(self) -> int:
@@ -122,13 +123,18 @@ def connect_features(objective: Objective, model, teachers, teacher_variables,
   return objective, *objective.init_aux(key, student_shapes, teacher_shapes)
 
 
-def _check_classes(model, state: TrainState, data) -> None:
+def _check_classes(model, variables: dict, data, what: str = "the model") -> None:
   """The model's logits have one entry per class of the data (a user's own module may not)."""
   inputs = jnp.zeros((1, *data.input_shape), input_dtype(data.kind))
-  logits = jax.eval_shape(lambda v: model.apply(v, inputs, train=False), state.variables())
+  try:
+    logits = jax.eval_shape(lambda v: model.apply(v, inputs, train=False), variables)
+  except Exception as e:  # A module that cannot run on these inputs with these variables.
+    raise JaxkdError(f"{what} ({type(model).__name__}) cannot run on this data's inputs "
+                     f"{tuple(data.input_shape)} with its variables ({type(e).__name__}: "
+                     f"{str(e).splitlines()[0][:200]}).") from None
   if getattr(logits, "shape", (None,))[-1] != data.num_classes:
-    raise JaxkdError(f"the model's output has shape {getattr(logits, 'shape', None)} for one "
-                     f"example, but the data has {data.num_classes} classes: give the model "
+    raise JaxkdError(f"{what}'s output has shape {getattr(logits, 'shape', None)} for one "
+                     f"example, but the data has {data.num_classes} classes: give it "
                      f"{data.num_classes} outputs (logits).")
 
 
@@ -155,9 +161,11 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
   if parts.teachers or parts.cached_logits is not None:
     teachers = tuple(module for module, _ in parts.teachers)
     teacher_variables = [place(variables, replicated(mesh)) for _, variables in parts.teachers]
-    cached_logits = parts.cached_logits
+    cached_logits, sources = parts.cached_logits, {}
+    for teacher, variables in zip(teachers, teacher_variables):
+      _check_classes(teacher, variables, train_data, "a teacher given as an object")
   else:
-    teachers, teacher_variables, cached_logits = prepare_teachers(
+    teachers, teacher_variables, cached_logits, sources = prepare_teachers(
         config.distill, objective, train_data, preprocess_fields, mesh, precision.teacher)
   if isinstance(cached_logits, dict):  # A language model's top-k per token.
     for name, values in cached_logits.items():
@@ -177,7 +185,7 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
                         steps_per_epoch=steps_per_epoch)
   state = init_train_state(model, tx, train_data.input_shape, config.seed, mesh, aux_params,
                            aux_state, input_dtype(train_data.kind))
-  _check_classes(model, state, train_data)
+  _check_classes(model, state.variables(), train_data)
   frozen = None
   if config.train.freeze:  # Frozen leaves, as the optimizer labels them.
     frozen = jax.tree.map(lambda label: label == "frozen",
@@ -197,4 +205,4 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
   return Run(config, None if workdir is None else pathlib.Path(workdir), mesh, train_data,
              validation_data, test_data, batches,
              total_steps, spec, state, teacher_variables,
-             make_eval_step(model, preprocess, mesh, train_data.kind), source)
+             make_eval_step(model, preprocess, mesh, train_data.kind), source, sources)

@@ -6,7 +6,9 @@ A checkpoint damaged later (files truncated or lost on disk) is skipped when
 resuming: the previous one is used and the damaged one moved aside.
 """
 
+import logging as std_logging
 import pathlib
+import re
 import shutil
 from typing import Any, Callable
 
@@ -18,6 +20,17 @@ from jaxkd.errors import JaxkdError
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"  # How orbax names a checkpoint still being written.
 CORRUPT_SUFFIX = ".corrupt"  # Where a damaged checkpoint is moved (orbax ignores the name).
+
+
+class _OrbaxErrors(std_logging.Filter):
+  """Orbax logs a failed background save from each of its threads (tracebacks at ERROR);
+  Checkpointer reports it once, as one line, so those are left out."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not (record.levelno >= std_logging.ERROR and "/orbax/" in record.pathname)
+
+
+logging.get_absl_logger().addFilter(_OrbaxErrors())
 
 
 class DamagedCheckpoint(JaxkdError):
@@ -49,6 +62,7 @@ class Checkpointer:
     nothing there is removed or written."""
     self.directory = pathlib.Path(workdir).absolute() / "checkpoints"
     self.every_steps = max(every_steps, 1)
+    self._pending = None  # The step of the save in flight (written in the background).
     if not read_only:
       self._remove_unfinished()
     # (Not orbax's own read_only option: it warns three times per directory opened.)
@@ -184,11 +198,48 @@ class Checkpointer:
     self.manager.reload()
 
   def save(self, step: int, state: Any, force: bool = False) -> bool:
-    """Saves at multiples of every_steps, or now if `force`; never twice at one step."""
+    """Saves at multiples of every_steps, or now if `force`; never twice at one step. Called
+    every step, it first checks that the last save (written in the background) succeeded:
+    a failed save (a full disk) stops the run at once, with one line naming it."""
+    self._check_saved()
     if (step % self.every_steps and not force) or step == self.latest_step():
       return False
-    return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    try:
+      saved = self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    except Exception as e:  # This save failed, or the one before (orbax waits for it).
+      raise self._failed(e, self._pending or step) from None
+    self._pending = step
+    return saved
+
+  def _check_saved(self) -> None:
+    """Raises (one line) if the save in flight has finished and failed."""
+    if self._pending is None or self.manager.is_saving_in_progress():
+      return
+    step, self._pending = self._pending, None
+    try:
+      self.manager.wait_until_finished()  # Finished: returns at once, or raises its error.
+      self.manager.check_for_errors()
+    except Exception as e:
+      raise self._failed(e, step) from None
+
+  def _failed(self, error: BaseException, step: int) -> JaxkdError:
+    text = " ".join(str(error).split())
+    found = re.search(r"(No space left on device|Disk quota exceeded|Read-only file system|"
+                      r"Permission denied|Input/output error)", text)
+    reason = found.group(1) if found else text[:200]
+    kept = [s for s in self.manager.all_steps() if s != step]
+    return JaxkdError(f"could not write the checkpoint of step {step} in {self.directory} "
+                      f"({reason}); free the disk or give another --workdir, then run the same "
+                      "command again: it resumes from the last checkpoint "
+                      f"({max(kept) if kept else 'none yet'}).")
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
-    self.manager.close()
+    try:
+      self.manager.wait_until_finished()
+      self._check_saved()
+    except Exception as e:
+      if isinstance(e, JaxkdError):
+        raise
+      raise self._failed(e, self._pending) from None
+    finally:
+      self.manager.close()

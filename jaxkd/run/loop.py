@@ -16,11 +16,9 @@ from typing import Any, Callable, Iterator, Sequence
 
 import flax
 import jax
-import ml_collections
 import numpy as np
 import optax
 import tqdm
-from jax.sharding import Mesh
 
 from jaxkd.data import prefetch
 from jaxkd.engine.evaluation import evaluate, select_on_validation
@@ -33,7 +31,9 @@ from jaxkd.models import count_params
 from jaxkd.run.assemble import Run
 from jaxkd.run.checkpoint import Checkpointer
 from jaxkd.run.metrics import MetricWriter, read_metrics
-from jaxkd.run.signals import stop_on_signals
+from jaxkd.run.saved import module_class
+from jaxkd.run.signals import Stopped, stop_on_signals
+from jaxkd.run.workdir import check_resume, lock
 
 
 @dataclasses.dataclass
@@ -81,12 +81,14 @@ def solo(run: Run) -> Trainee:
                  lines=lines)
 
 
-def write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, mesh: Mesh,
-                    data) -> None:
-  """config.json (the resolved config) and run_info.json (versions, devices, data shape)."""
+def write_run_files(run: Run) -> None:
+  """config.json (the resolved config) and run_info.json (versions, devices, the data's
+  shape, the teacher checkpoints or caches it reads: run.sources, and for a model given as
+  an object its class, so that the run can be read back where that class imports)."""
   if jax.process_index() != 0:
     return
-  write_text(workdir / "config.json", config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+  write_text(run.workdir / "config.json",
+             run.config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
   import orbax.checkpoint as ocp
 
   info = {"argv": sys.argv, "python": platform.python_version(),
@@ -94,10 +96,13 @@ def write_run_files(workdir: pathlib.Path, config: ml_collections.ConfigDict, me
                        "flax": flax.__version__, "optax": optax.__version__,
                        "orbax-checkpoint": getattr(ocp, "__version__", "unknown"),
                        "numpy": np.__version__},
-          "devices": [str(d) for d in mesh.devices.flat], "process_count": jax.process_count(),
-          "num_classes": data.num_classes, "input_shape": list(data.input_shape),
-          "input_kind": data.kind}
-  write_text(workdir / "run_info.json", json.dumps(info, indent=2) + "\n")
+          "devices": [str(d) for d in run.mesh.devices.flat],
+          "process_count": jax.process_count(), "num_classes": run.train_data.num_classes,
+          "input_shape": list(run.train_data.input_shape), "input_kind": run.train_data.kind,
+          **run.sources}
+  if run.config.model.name is None:  # A user's module (jaxkd.train_student).
+    info["model_class"] = module_class(run.spec.model)
+  write_text(run.workdir / "run_info.json", json.dumps(info, indent=2) + "\n")
 
 
 def check_finite(pending: list[dict], first_step: int, checkpointer: Checkpointer) -> None:
@@ -178,22 +183,29 @@ def _step_of(trainee: Trainee, state) -> int:
 
 def fit(trainee: Trainee) -> tuple[list[dict], Any]:
   """Trains `trainee` to its last step, resuming from its checkpoint; returns (a summary
-  per member, the final state)."""
+  per member, the final state). Its directories have one writer (jaxkd.run.workdir.lock); a
+  resume whose config or teachers would change the result is refused. Stopped by a signal,
+  it saves and raises jaxkd.run.signals.Stopped."""
+  with lock([trainee.directory, *(run.workdir for run in trainee.runs)]):
+    return _fit(trainee)
+
+
+def _fit(trainee: Trainee) -> tuple[list[dict], Any]:
   first = trainee.runs[0]
   config, total_steps = first.config, first.total_steps
-  for directory in {trainee.directory, *(run.workdir for run in trainee.runs)}:
-    directory.mkdir(parents=True, exist_ok=True)
   checkpointer = Checkpointer(trainee.directory, config.train.checkpoint_every_steps
                               or first.steps_per_epoch, config.train.keep_checkpoints)
   state = trainee.state
   if checkpointer.latest_step() is not None:
+    for run in trainee.runs:  # Before anything is written: the settings it was started with.
+      check_resume(run.workdir, run.config, run.sources)
     state = checkpointer.restore(state)
     say(f"resuming from the checkpoint at step {_step_of(trainee, state)} in "
         f"{checkpointer.directory}")
   start_step = _step_of(trainee, state)
   writers = []
   for run in trainee.runs:
-    write_run_files(run.workdir, run.config, run.mesh, run.train_data)
+    write_run_files(run)
     writers.append(MetricWriter(run.workdir, resume_step=start_step))
     writers[-1].write_hparams(run.config)
   for line in trainee.lines:
@@ -209,33 +221,35 @@ def fit(trainee: Trainee) -> tuple[list[dict], Any]:
   # The thread only gathers host arrays: device transfers stay on the main thread, since
   # transfers racing collectives from another thread can deadlock the CPU backend.
   host_batches = prefetch(trainee.host_batches(start_step, total_steps))
-  with stop_on_signals(jax.process_count()) as stop:
-    for step, batch in zip(range(start_step + 1, total_steps + 1), host_batches):
-      state, metrics = trainee.step(state, trainee.to_device(batch))
-      if window.pending:
-        # At most two steps in flight: one queued ahead hides dispatch latency, and an
-        # unbounded queue deadlocks collectives on multi-device CPU (threads starve).
-        jax.block_until_ready(window.pending[-1])
-      window.pending.append(metrics)
-      progress.update(1)
-      last = step == total_steps
-      if step % log_every == 0 or step % checkpointer.every_steps == 0 or last:
-        check_finite(window.pending, window.step + 1, checkpointer)  # Before any save.
-      if step % log_every == 0 or last:
-        means = window.means(step, first.steps_per_epoch, len(trainee.runs), trainee.stacked)
-        for writer, member_means in zip(writers, means):
-          writer.write(step, "train", member_means)
-        progress.set_postfix(epoch=f"{means[0]['epoch']:.2f}", loss=f"{means[0]['loss']:.4f}",
-                             ex_per_s=f"{means[0]['examples_per_sec']:.0f}", refresh=False)
-      if step % eval_every == 0 or last:
-        eval_start = time.perf_counter()
-        last_eval = (step, _evaluate(trainee, state, step, writers, progress))
-        window.pause(time.perf_counter() - eval_start)
-      checkpointer.save(step, state)
-      if stop.stop_now():  # With several processes: agreed, all stop after the same step.
-        stopped_by = stop.reason
-        break
-  progress.close()
+  try:
+    with stop_on_signals(jax.process_count()) as stop:
+      for step, batch in zip(range(start_step + 1, total_steps + 1), host_batches):
+        state, metrics = trainee.step(state, trainee.to_device(batch))
+        if window.pending:
+          # At most two steps in flight: one queued ahead hides dispatch latency, and an
+          # unbounded queue deadlocks collectives on multi-device CPU (threads starve).
+          jax.block_until_ready(window.pending[-1])
+        window.pending.append(metrics)
+        progress.update(1)
+        last = step == total_steps
+        if step % log_every == 0 or step % checkpointer.every_steps == 0 or last:
+          check_finite(window.pending, window.step + 1, checkpointer)  # Before any save.
+        if step % log_every == 0 or last:
+          means = window.means(step, first.steps_per_epoch, len(trainee.runs), trainee.stacked)
+          for writer, member_means in zip(writers, means):
+            writer.write(step, "train", member_means)
+          progress.set_postfix(epoch=f"{means[0]['epoch']:.2f}", loss=f"{means[0]['loss']:.4f}",
+                               ex_per_s=f"{means[0]['examples_per_sec']:.0f}", refresh=False)
+        if step % eval_every == 0 or last:
+          eval_start = time.perf_counter()
+          last_eval = (step, _evaluate(trainee, state, step, writers, progress))
+          window.pause(time.perf_counter() - eval_start)
+        checkpointer.save(step, state)
+        if stop.stop_now():  # With several processes: agreed, all stop after the same step.
+          stopped_by = stop.reason
+          break
+  finally:
+    progress.close()  # Before any message: the bar ends its line.
   check_finite(window.pending, window.step + 1, checkpointer)  # Stopped between checks.
   return _finish(trainee, state, checkpointer, writers, stopped_by, last_eval), state
 
@@ -257,9 +271,7 @@ def _finish(trainee: Trainee, state, checkpointer: Checkpointer, writers: list,
     writer.close()
   params = [count_params(member.params) for member in members]
   if stopped_by:
-    say(f"stopped by {stopped_by} at step {final_step}; checkpoint saved. "
-        "Run the same command again to resume.")
-    return [{"step": final_step, "interrupted": True, "num_params": p} for p in params]
+    raise Stopped(stopped_by, final_step)  # Saved: the command line says so and exits 0.
   split = "test" if trainee.evaluate_test else "validation"
   results = last_eval[1]
   if last_eval[0] != final_step:  # Nothing trained (resumed at the end): evaluate once.
@@ -271,7 +283,7 @@ def _finish(trainee: Trainee, state, checkpointer: Checkpointer, writers: list,
         + ", ".join(f"{r[split]['accuracy']:.4f}" for r in results))
   summaries = []
   for run, found, count in zip(trainee.runs, results, params):
-    summary = {"step": final_step, "interrupted": False, "num_params": count,
+    summary = {"step": final_step, "num_params": count,
                **{f"{split}_{k}": v for k, v in found[split].items()}}
     # Only process 0 wrote metrics.jsonl (other hosts may not share the disk, or read it
     # mid-write).

@@ -7,6 +7,7 @@ model and what its run_info.json says of its inputs.
 """
 
 import dataclasses
+import importlib
 import json
 import pathlib
 from typing import Any, Callable
@@ -22,6 +23,7 @@ from jaxkd.data import ArrayDataset, Preprocess, preprocessing
 from jaxkd.engine.evaluation import logits_of
 from jaxkd.engine.sharding import logical_shardings, replicated, split_largest_axis
 from jaxkd.errors import JaxkdError
+from jaxkd.files import fingerprint
 from jaxkd.models import count_params, create_model
 from jaxkd.run.checkpoint import Checkpointer
 
@@ -132,16 +134,48 @@ class SavedRun:
 LAYOUTS = ("replicated", "sharded", "logical")
 
 
-def load_run(workdir: str | pathlib.Path, mesh: Mesh, layout: str | Layout = "replicated"
-             ) -> SavedRun:
+def module_class(model: nn.Module) -> dict:
+  """Where a user's module class lives and its fields (when plain values), for run_info.json."""
+  fields = {f.name: getattr(model, f.name) for f in dataclasses.fields(model)
+            if f.init and f.name not in ("parent", "name")}
+  try:
+    json.dumps(fields)
+  except TypeError:
+    fields = None
+  return {"module": type(model).__module__, "name": type(model).__qualname__, "fields": fields}
+
+
+def model_of(config: ml_collections.ConfigDict, info: dict, workdir: pathlib.Path, model=None):
+  """The run's model: the registered one its config names, `model` (a user's module given by
+  the caller), or the user's module class its run_info.json records, where it imports."""
+  if model is not None or config.model.name is not None:
+    return model if model is not None else create_model(config.model, info["num_classes"])
+  recorded = info.get("model_class") or {}
+  where = f"{recorded.get('module')}.{recorded.get('name')}"
+  if recorded.get("module") in (None, "__main__") or recorded.get("fields") is None:
+    raise JaxkdError(f"the run in {workdir} trained a user module ({where}) that cannot be "
+                     "rebuilt from its files (defined in a script, or with fields that are not "
+                     "plain values); give the module: jaxkd.export(result, out) or "
+                     "jaxkd.load_run(workdir, mesh, model=YourModule(...)).")
+  try:
+    cls = getattr(importlib.import_module(recorded["module"]), recorded["name"])
+  except (ImportError, AttributeError) as e:
+    raise JaxkdError(f"the run in {workdir} trained {where}, which does not import here ({e}); "
+                     "give the module: jaxkd.load_run(workdir, mesh, model=YourModule(...)).") from None
+  return cls(**recorded["fields"])
+
+
+def load_run(workdir: str | pathlib.Path, mesh: Mesh, layout: str | Layout = "replicated",
+             model: nn.Module | None = None) -> SavedRun:
   """The model and latest trained variables of the run (or export) in `workdir`, laid out on
   `mesh` by `layout`: 'replicated' (every device holds them), 'sharded' (large arrays split
   on their largest axis: sharding.split_largest_axis, for a teacher too big for one device),
   'logical' (by the model's logical axis names), or a function (abstract variables, mesh) ->
-  shardings."""
+  shardings. `model`: the module of a run that trained a user's module (jaxkd.train_student),
+  where its class cannot be imported from what run_info.json records."""
   workdir = pathlib.Path(workdir)
   config, info = read_run_files(workdir)
-  model = create_model(config.model, info["num_classes"])
+  model = model_of(config, info, workdir, model)
   if isinstance(layout, str):
     if layout not in LAYOUTS:
       raise JaxkdError(f"layout={layout!r}: use one of {list(LAYOUTS)} or a function (abstract "
@@ -151,6 +185,14 @@ def load_run(workdir: str | pathlib.Path, mesh: Mesh, layout: str | Layout = "re
   step, variables = read_variables(workdir, mesh, layout)
   return SavedRun(workdir, config, model, variables, info["num_classes"],
                   tuple(info["input_shape"]), step, info["input_kind"])
+
+
+def pin(run: SavedRun) -> dict:
+  """What identifies the checkpoint a run was read from: its directory, step and a
+  fingerprint of the step's files (a teacher trained further, or again, gets another)."""
+  step_dir = pathlib.Path(run.workdir).absolute() / "checkpoints" / str(run.step)
+  return {"path": str(pathlib.Path(run.workdir).absolute()), "step": run.step,
+          "fingerprint": fingerprint(step_dir, [p for p in step_dir.rglob("*") if p.is_file()])}
 
 
 def predict_logits(run: SavedRun, data: ArrayDataset, batch_size: int, mesh: Mesh) -> np.ndarray:

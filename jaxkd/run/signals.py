@@ -12,6 +12,13 @@ A signal usually reaches one process, or reaches them at different steps, so the
     Ctrl-C is passed on to it as a SIGTERM to this process.
   * without that service (jax_enable_preemption_service off): every step, the processes
     gather each one's stop flag (a small collective) and stop if any is set.
+
+Once the loop has saved its checkpoint it raises Stopped, which every caller lets pass (a
+pipeline does not go on to its next stage, a sweep not to its next cell) up to the command
+line, which says so and exits with code 0. Outside the loop (loading data, compiling,
+writing soft labels, between stages), stop_anywhere() turns SIGTERM and Ctrl-C into Stopped
+at once: files a user keeps are written atomically, so nothing half-written is left, and
+the same command resumes from the last checkpoint and reuses every finished stage.
 """
 
 import contextlib
@@ -19,6 +26,42 @@ import itertools
 import os
 import signal
 import threading
+
+class Stopped(BaseException):
+  """A run stopped by a signal: at `step` after saving its checkpoint (step None: outside
+  the training loop, nothing in flight). A BaseException, so that no `except Exception`
+  on the way up mistakes it for an error."""
+
+  def __init__(self, signal_name: str, step: int | None = None):
+    super().__init__(signal_name, step)
+    self.signal_name, self.step = signal_name, step
+
+  def message(self) -> str:
+    if self.step is None:
+      return (f"stopped by {self.signal_name}; every checkpoint and finished stage is kept. "
+              "Run the same command again to resume.")
+    return (f"stopped by {self.signal_name} at step {self.step}; checkpoint saved. "
+            "Run the same command again to resume.")
+
+
+@contextlib.contextmanager
+def stop_anywhere():
+  """SIGTERM and SIGINT raise Stopped wherever the program is (the training loop installs
+  its own handlers, which stop it at a step boundary instead)."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+
+  def handle(signum, frame):
+    raise Stopped(signal.Signals(signum).name)
+
+  previous = {s: signal.signal(s, handle) for s in (signal.SIGTERM, signal.SIGINT)}
+  try:
+    yield
+  finally:
+    for s, handler in previous.items():
+      signal.signal(s, handler)
+
 
 # Sync point ids for jax's preemption sync: rising over every loop of this process (stages
 # start at step 0 again), one per step, so every process asks about the same ids in order.

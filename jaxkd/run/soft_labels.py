@@ -16,6 +16,7 @@ online targets are the same.
 
 import json
 import pathlib
+import zipfile
 
 import numpy as np
 
@@ -83,21 +84,34 @@ def token_top_k(run: SavedRun, data: ArrayDataset, k: int, batch_size: int, mesh
           "token_top_k_ids": ids.astype(np.uint8 if data.num_classes <= 256 else np.int32)}
 
 
-def load_soft_labels(path: str | pathlib.Path, data: ArrayDataset, preprocess_fields: dict
-                     ) -> np.ndarray | dict:
-  """Dense float32 logits [N, C] for `data`, after checking the cache was made for it; for
-  a language model's cache, the batch extras {'teacher_topk_logprobs': [N, T, k] float32,
-  'teacher_topk_ids': [N, T, k] int32} (jaxkd.distill.token_divergences reads them)."""
-  path = pathlib.Path(path)
+def _read(path: pathlib.Path, arrays: bool = True) -> tuple[dict, dict]:
+  """(meta, arrays) of a cache; a missing, truncated or damaged file is a JaxkdError."""
   if not path.exists():
     raise JaxkdError(f"soft label cache {path} does not exist; write it with "
                      f"python -m jaxkd soft_labels --teacher=<teacher workdir> --out={path}")
   try:
     with np.load(path) as cache:
       meta = json.loads(str(cache["meta"]))
-      arrays = {k: cache[k] for k in cache.files if k != "meta"}
-  except (OSError, ValueError, KeyError) as e:
-    raise JaxkdError(f"soft label cache {path} is unreadable ({e}); write it again.") from None
+      values = {k: cache[k] for k in cache.files if k != "meta"} if arrays else {}
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+    raise JaxkdError(f"soft label cache {path} is damaged or truncated ({type(e).__name__}: "
+                     f"{str(e)[:100]}); write it again with python -m jaxkd soft_labels "
+                     f"--teacher=<teacher workdir> --out={path}") from None
+  return meta, values
+
+
+def cache_meta(path: str | pathlib.Path) -> dict:
+  """What a cache says of itself: its data, teacher (teacher_workdir, teacher_step) and dtype."""
+  return _read(pathlib.Path(path), arrays=False)[0]
+
+
+def load_soft_labels(path: str | pathlib.Path, data: ArrayDataset, preprocess_fields: dict
+                     ) -> np.ndarray | dict:
+  """Dense float32 logits [N, C] for `data`, after checking the cache was made for it; for
+  a language model's cache, the batch extras {'teacher_topk_logprobs': [N, T, k] float32,
+  'teacher_topk_ids': [N, T, k] int32} (jaxkd.distill.token_divergences reads them)."""
+  path = pathlib.Path(path)
+  meta, arrays = _read(path)
   expected = {"dataset": data.name, "split": data.split, "count": len(data),
               "fingerprint": data.fingerprint(), "num_classes": data.num_classes,
               "mean": list(preprocess_fields["mean"]), "std": list(preprocess_fields["std"])}

@@ -1,5 +1,7 @@
 """Where a distillation run gets its teacher outputs: teacher runs (online) or a cache."""
 
+import pathlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,16 +11,19 @@ from jax.sharding import Mesh
 from jaxkd.data import ArrayDataset
 from jaxkd.distill import Objective
 from jaxkd.errors import JaxkdError
-from jaxkd.run.saved import load_run
 from jaxkd.engine.sharding import place
-from jaxkd.run.soft_labels import load_soft_labels
+from jaxkd.files import fingerprint
+from jaxkd.run.saved import load_run, pin
+from jaxkd.run.soft_labels import cache_meta, load_soft_labels
 
 
 def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
                      train_data: ArrayDataset, preprocess_fields: dict, mesh: Mesh,
                      dtype: str = "float32"):
   """Returns (teacher models, teacher variables, cached logits [N, K, C] or None; for a
-  language model's cache, its batch extras: jaxkd.run.soft_labels.load_soft_labels).
+  language model's cache, its batch extras: jaxkd.run.soft_labels.load_soft_labels; the
+  sources: {'teachers': [pin]} or {'soft_labels': [pin]}, what the run's run_info.json
+  records and a resume must find again).
 
   config is config.distill: `teachers` (workdirs, run online in the step) or
   `soft_labels` (cache files, one per teacher; no teacher runs at all). `teacher_layout`
@@ -28,18 +33,23 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
   """
   teachers, caches = tuple(config.teachers), tuple(config.soft_labels)
   if not objective.needs_teacher:
-    return (), (), None
+    return (), (), None, {}
   if caches:
+    _check_cache_teachers(caches, teachers)
     if objective.teacher_paths:
       raise JaxkdError(f"feature terms (paths {list(objective.teacher_paths)}) need the teacher "
                        "online: soft label caches hold logits only. Set distill.teachers instead.")
     logits = [load_soft_labels(path, train_data, preprocess_fields) for path in caches]
+    sources = {"soft_labels": [{"path": str(pathlib.Path(path).absolute()),
+                                "step": cache_meta(path).get("teacher_step"),
+                                "fingerprint": fingerprint(pathlib.Path(path).parent, [path])}
+                               for path in caches]}
     if isinstance(logits[0], dict):  # A language model's top-k per token.
       if len(logits) > 1:
         raise JaxkdError("a language model distils from one cached teacher (top-k per token); "
                          "give one distill.soft_labels file, or the teachers online.")
-      return (), (), logits[0]
-    return (), (), np.stack(logits, axis=1)
+      return (), (), logits[0], sources
+    return (), (), np.stack(logits, axis=1), sources
   if not teachers:
     names = [t.label for t in objective.terms if t.method.uses_teacher]
     raise JaxkdError(f"objective term(s) {names} need a teacher: set distill.teachers to the "
@@ -66,7 +76,21 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
   if dtype != "float32":  # Cast in place: each array keeps the layout it was loaded into.
     variables = [place(v, jax.tree.map(lambda x: x.sharding, v), jnp.dtype(dtype))
                  for v in variables]
-  return [r.model for r in runs], variables, None
+  return [r.model for r in runs], variables, None, {"teachers": [pin(r) for r in runs]}
+
+
+def _check_cache_teachers(caches: tuple, teachers: tuple) -> None:
+  """distill.soft_labels wins over distill.teachers (no teacher runs): refuse the two naming
+  different teachers rather than silently read the cache's."""
+  if not teachers:
+    return
+  named = {str(pathlib.Path(t).absolute()) for t in teachers}
+  for path in caches:
+    wrote = cache_meta(path).get("teacher_workdir")
+    if wrote not in named:
+      raise JaxkdError(f"distill.soft_labels {path} was written by the teacher in {wrote}, but "
+                       f"distill.teachers names {sorted(named)}; with a cache no teacher runs, so "
+                       "give one of the two (or a cache of that teacher).")
 
 
 def _input_shape_mismatch(run, train_data) -> str:

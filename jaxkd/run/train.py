@@ -34,7 +34,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   workdir/stages/<name> (its own objective, optimizer, length and frozen parts),
   handing the student and the connectors to the next; the main run comes last.
   Returns the final test metrics and the step reached (and, with config.bias_correction,
-  the corrected test metrics). `parts`: a model, teachers or optimizer given as objects
+  the corrected test metrics); a signal stops it with jaxkd.run.signals.Stopped after the
+  checkpoint is saved. `parts`: a model, teachers or optimizer given as objects
   (jaxkd.run.api) instead of by name.
   """
   given = parts.given if parts else ()
@@ -43,13 +44,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   for stage in config_checks.stage_configs(config, given):
     stage_dir = pathlib.Path(workdir) / "stages" / stage.stage_name
     say(f"stage '{stage.stage_name}' in {stage_dir}")
-    (result,), state = fit(solo(assemble(stage, stage_dir, datasets, mesh, carry, parts)))
-    if result["interrupted"]:
-      return result
+    _, state = fit(solo(assemble(stage, stage_dir, datasets, mesh, carry, parts)))
     carry = _carry(state)
   run = assemble(config, workdir, datasets, mesh, carry, parts)
   (result,), state = fit(solo(run))
-  if result["interrupted"] or config.bias_correction.source == "none":
+  if config.bias_correction.source == "none":
     return result
   result.update(correct_bias(run, state.variables(), workdir))
   say(f"bias correction ({config.bias_correction.source}): test accuracy "

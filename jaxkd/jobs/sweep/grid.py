@@ -203,13 +203,19 @@ class Sweep:
         return "finished"
     except JaxkdError:
       return "other config"
-    return "started" if (cell.workdir / "checkpoints").is_dir() else "-"
+    checkpoints = cell.workdir / "checkpoints"
+    # Started alone: a checkpoint of its own. A member of an unfinished population has none
+    # (the population's are in WORKDIR/populations/): it stays '-' and resumes with it.
+    own = checkpoints.is_dir() and any(p.name.isdigit() for p in checkpoints.iterdir())
+    return "started" if own else "-"
 
   # -- running -----------------------------------------------------------------------------
 
   def populations(self, indices: Sequence[int]) -> list[list[int]]:
-    """The cells among `indices` that are neither finished nor started, grouped into
-    populations (jaxkd.config.population.group_populations); groups of one are left out."""
+    """The cells among `indices` that are neither finished nor started alone, grouped into
+    populations (jaxkd.config.population.group_populations); groups of one are left out. The
+    grouping is a function of the cells, so a population stopped by a signal is found again
+    (the same cells, the same WORKDIR/populations/<cells>/) and resumes."""
     from jaxkd.config.population import group_populations
 
     fresh = [i for i in indices if self.state(self.cells[i]) == "-"]
@@ -220,9 +226,6 @@ class Sweep:
     import jax
 
     cell = self.cells[index]
-    if result["interrupted"]:
-      raise JaxkdError(f"cell {index} was interrupted at step {result['step']} (its checkpoint "
-                       "is saved); run the same command again to resume the sweep.")
     record = {"index": index, "setting": dict(zip([a.key for a in self.axes], cell.setting)),
               "values": {a.key: sweep_report.jsonable(v) for a, v in zip(self.axes, cell.values)},
               "seed": cell.seed, "step": result["step"],
@@ -238,7 +241,7 @@ class Sweep:
   def run_cells(self, indices: Sequence[int] | None = None, datasets: Any = None,
                 mesh: Any = None, vectorize: bool = True) -> list[dict]:
     """Trains the given cells (default: all) in order, skipping finished ones. Returns their
-    results; stops (JaxkdError) at an interrupted cell. `datasets` (train, test) and `mesh`
+    results; a signal stops it (jaxkd.run.signals.Stopped) after the cell's checkpoint. `datasets` (train, test) and `mesh`
     are passed to train.train_and_evaluate (default: each cell's dataset, all devices).
     With `vectorize`, cells that can train as populations do (self.populations), in one
     compiled step each: the same results as one by one, in less time."""
