@@ -39,6 +39,18 @@ def toy_datasets():
   return train, test
 
 
+def load_script(*parts: str):
+  """A script of the repository (e.g. 'experiments', 'lm_pretrained', 'run.py') as a module."""
+  import importlib.util
+  import pathlib
+
+  path = pathlib.Path(__file__).resolve().parents[1].joinpath(*parts)
+  spec = importlib.util.spec_from_file_location(f"jaxkd_script_{parts[-2]}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
 def toy_config(**train):
   """A tiny MLP run on toy data (the dataset name only picks preprocessing defaults)."""
   config = base_config()

@@ -96,13 +96,9 @@ def test_peers_compute_the_same_loss_as_torchdistill():
   """experiments/bench_peers (only where the 'bench' extra is installed): both sides run,
   and from the same weights they give the same first loss."""
   pytest.importorskip("torchdistill")
-  import importlib.util
-  import pathlib
+  from conftest import load_script
 
-  script = pathlib.Path(__file__).parents[1] / "experiments" / "bench_peers" / "run.py"
-  spec = importlib.util.spec_from_file_location("bench_peers", script)
-  peers = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(peers)
+  peers = load_script("experiments", "bench_peers", "run.py")
   rows = peers.compare_pair(TINY, batch_size=16, steps=2, warmup=1, rounds=1)
   assert [r["mode"] for r in rows] == ["student", "online"]
   for row in rows:

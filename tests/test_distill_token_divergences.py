@@ -159,3 +159,26 @@ def test_gradients_through_the_cached_form_are_finite(batch, k):
         jnp.asarray(log_p), jnp.asarray(ids)))))(jnp.asarray(student))
     assert np.all(np.isfinite(grads)), name
     assert np.all(np.asarray(grads)[2] == 0)  # The padded example gets no gradient.
+
+
+@pytest.mark.parametrize("name,options", CASES)
+def test_logits_of_minus_infinity_give_finite_values_and_gradients(batch, name, options):
+  """A padded vocabulary: the last 3 ids can never be emitted (logits -inf, teacher and
+  student). Each divergence is then finite, equals numpy's over the other V - 3 ids, and its
+  gradient is finite, and zero at those ids. (Before the floor in log_probs, rkl, gjsd
+  and skew_rkl gave nan gradients here.)"""
+  import jax
+
+  student, teachers, labels, mask = batch
+  padded_s, padded_t = student.copy(), teachers[:1].copy()
+  padded_s[..., -3:], padded_t[..., -3:] = -np.inf, -np.inf
+  labels = np.minimum(labels, V - 4)
+  p = softmax(teachers[:1, ..., :-3].astype(np.float64))[0]
+  q = softmax(student[..., :-3].astype(np.float64))
+  expected = masked_mean(numpy_divergence(name, p, q, **options), labels, mask)
+  method = TERMS.get(name)(**options)
+  loss = lambda s: method.apply({}, _inputs(s, padded_t, labels, mask))
+  value, grads = jax.value_and_grad(loss)(jnp.asarray(padded_s))
+  np.testing.assert_allclose(float(value), expected, rtol=2e-5, atol=1e-6)
+  assert np.all(np.isfinite(grads)), name
+  assert np.all(np.asarray(grads)[..., -3:] == 0)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import toy_config
+from conftest import load_script, toy_config
 from hlo_stats import collective_bytes
 
 from jaxkd.engine import sharding
@@ -261,14 +261,9 @@ def test_the_shakespeare_experiment_runs_small(tmp_path):
   """experiments/lm_shakespeare/run.py end to end, tiny (its --smoke): every arm over two
   seeds as populations, the cache, the speed measurement, the table."""
   import argparse
-  import importlib.util
   import json
-  import pathlib
 
-  path = pathlib.Path(__file__).parents[1] / "experiments" / "lm_shakespeare" / "run.py"
-  spec = importlib.util.spec_from_file_location("lm_shakespeare_run", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
+  module = load_script("experiments", "lm_shakespeare", "run.py")
   module.main_with(argparse.Namespace(seeds=2, workdir=tmp_path, teacher_steps=4,
                                       student_steps=2, no_readme=True, smoke=True))
   table = json.loads((tmp_path / "table.json").read_text())

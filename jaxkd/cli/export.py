@@ -33,7 +33,7 @@ def define_flags() -> None:
 
 
 def main() -> None:
-  from jaxkd.jobs.export import PORTABLE_FILE, SAVED_MODEL_DIR, export
+  from jaxkd.jobs.export import INPUT_DTYPES, PORTABLE_FILE, SAVED_MODEL_DIR, export
 
   args = common.values(_FLAGS)
   unknown = sorted(set(args.platforms) - set(PLATFORMS))
@@ -42,6 +42,7 @@ def main() -> None:
   out = args.out or str(pathlib.Path(args.workdir) / "export")
   info = export(args.workdir, out, args.saved_model, args.latency_batch_size,
                 args.latency_repeats, args.platforms or None)
+  dtype = INPUT_DTYPES[info["input_kind"]][0]
   left = ", ".join(f"{k} ({v:,} values)" for k, v in info["left_out"].items() if v) or "-"
   print(f"exported {info['model']['name']} at step {info['step']} from {args.workdir} "
         f"to {out}\n"
@@ -51,8 +52,11 @@ def main() -> None:
         f"  latency: {info['latency_ms']:.3f} ms per batch of {info['latency_batch_size']} "
         f"(median, compiled, one {info['device']} device)\n"
         f"  left out: {left}\n"
-        + f"  portable: {pathlib.Path(out) / PORTABLE_FILE.format(dtype='uint8')} (jax.export; "
+        + f"  portable: {pathlib.Path(out) / PORTABLE_FILE.format(dtype=dtype)} (jax.export; "
         f"load with jaxkd.jobs.export.load_portable('{out}'))\n"
+        + (f"  hugging face: {pathlib.Path(out) / info['hf']} (transformers' "
+           "AutoModelForCausalLM.from_pretrained; or distill.teachers, model.init_from)\n"
+           if info.get("hf") else "")
         + (f"  SavedModel: {pathlib.Path(out) / SAVED_MODEL_DIR} (serving_default: uint8 "
            "images; serve_float: floats on [0, 1])\n" if args.saved_model else "")
         + f"  reload: jaxkd.jobs.export.load_exported('{out}')")

@@ -57,7 +57,13 @@ def _names(config: ml_collections.ConfigDict, given: tuple[str, ...]) -> None:
   from jaxkd.models import MODELS
 
   DATASETS.get(config.dataset.name)
-  if "model" not in given:
+  if "model" not in given and config.model.name == "hf":
+    from jaxkd.models import hf
+
+    if not hf.is_hf_dir(config.model.get("path") or ""):
+      raise JaxkdError(f"model.name='hf' needs model.path, a Hugging Face model directory "
+                       f"(config.json, *.safetensors); {config.model.get('path')!r} is not one.")
+  elif "model" not in given:
     MODELS.get(config.model.name)
   if "optimizer" not in given:
     OPTIMIZERS.get(config.optimizer.name)

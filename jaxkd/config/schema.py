@@ -38,10 +38,22 @@ def base_config() -> ml_collections.ConfigDict:
       # validation_seed only: every run of a dataset config holds out the same examples.
       validation_size=0,
       validation_seed=0,
-      # Token datasets (shakespeare_char): characters per example, and a cap on each
+      # Token datasets (shakespeare_char, text): tokens per example, and a cap on each
       # split's characters (0: all) for smaller runs.
       seq_len=128,
       max_chars=0,
+      # dataset 'text' (jaxkd.data.text): path (a folder of .txt documents or one file),
+      # the tokenizer (a tokenizer.json or a model directory; '': a byte-level BPE of
+      # vocab_size trained on the training documents), the held-out documents by name or
+      # drawn by split_seed, the separator of documents within one file.
+      tokenizer="",
+      vocab_size=4096,
+      validation_documents=(),
+      test_documents=(),
+      validation_count=1,
+      test_count=1,
+      split_seed=0,
+      document_separator="\n\n\n",
   ))
 
   # The objective: weighted named terms (jaxkd.distill); plain training is ce alone.

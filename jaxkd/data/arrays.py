@@ -38,6 +38,11 @@ class ArrayDataset:
   position does not count: padding, a prompt), num_classes the vocabulary size. An
   example's stable index is its position in the split: loaders keep the source's fixed
   order, so cached soft labels and memory banks can be keyed by it.
+
+  Text (jaxkd.data.text) adds: extras, per-example arrays the model also takes (the
+  `segments` [N, T] of packed documents), batched along with the inputs; token_bytes [V],
+  the UTF-8 bytes of each token (bits per byte are reported from them); tokenizer, the
+  tokenizer.json the ids come from (a run keeps a copy).
   """
 
   inputs: np.ndarray
@@ -46,6 +51,9 @@ class ArrayDataset:
   name: str = "arrays"
   split: str = "train"
   kind: str = "image"
+  extras: dict = dataclasses.field(default_factory=dict)
+  token_bytes: np.ndarray | None = None
+  tokenizer: str | None = None
 
   def __post_init__(self):
     images, labels = np.asarray(self.inputs), np.asarray(self.labels)
@@ -87,6 +95,9 @@ class ArrayDataset:
       raise JaxkdError(f"{where}: labels span [{labels.min()}, {labels.max()}] "
                        f"but num_classes is {self.num_classes} (and {UNLABELED} marks an "
                        "unlabeled example); set dataset.num_classes.")
+    for name, values in self.extras.items():
+      if len(values) != len(images):
+        raise JaxkdError(f"{where}: '{name}' has {len(values)} rows for {len(images)} examples.")
     self.inputs, self.labels = images, labels.astype(np.int32)
 
   @property
@@ -99,8 +110,9 @@ class ArrayDataset:
              ) -> "ArrayDataset":
     """The examples `index` (in that order) as a new split, with other labels if given;
     their stable indices are their positions in it."""
-    return ArrayDataset(self.inputs[index], self.labels[index] if labels is None else labels,
-                        self.num_classes, name=self.name, split=split, kind=self.kind)
+    return dataclasses.replace(self, inputs=self.inputs[index],
+                               labels=self.labels[index] if labels is None else labels,
+                               split=split, extras={k: v[index] for k, v in self.extras.items()})
 
   def __len__(self) -> int:
     return len(self.labels)

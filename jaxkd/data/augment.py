@@ -65,6 +65,14 @@ def mixup(key: jax.Array, images: jax.Array, targets: jax.Array, alpha: float
 
 
 INPUT_NAMES = ("image", "tokens", "numeric")  # The named inputs a batch may carry.
+# What else a model takes from a batch, as keyword arguments: the documents each token of
+# a packed text window belongs to (attention stays inside a document).
+MODEL_INPUTS = ("segments",)
+
+
+def model_inputs(batch: dict) -> dict:
+  """The batch's entries the model takes besides its input (MODEL_INPUTS), by name."""
+  return {name: batch[name] for name in MODEL_INPUTS if name in batch}
 
 
 def model_input(batch: dict, preprocess: Preprocess, key: jax.Array | None = None) -> jax.Array:

@@ -96,8 +96,10 @@ class TrainBatches(BatchSource):
     return self._permutation[start:start + self.global_batch_size][self._local]
 
   def columns(self) -> dict:
-    """The per-example arrays a batch takes rows of: the inputs, labels and extras."""
-    return {self.data.kind: self.data.inputs, "label": self.data.labels, **self.extras}
+    """The per-example arrays a batch takes rows of: the inputs, labels and extras (the
+    data's own, e.g. segments, and those added, e.g. cached teacher logits)."""
+    return {self.data.kind: self.data.inputs, "label": self.data.labels, **self.data.extras,
+            **self.extras}
 
   def batch(self, step: int) -> Batch:
     return take(self.columns(), self.indices(step))
@@ -119,6 +121,7 @@ def array_eval_batches(data, global_batch_size: int, process_index: int = 0,
     mask = (index < len(data)).astype(np.float32)
     index = np.where(mask > 0, index, 0)[local]
     yield {data.kind: data.inputs[index], "label": data.labels[index],
+           **{name: values[index] for name, values in data.extras.items()},
            "index": index.astype(np.int32), "mask": mask[local]}
 
 

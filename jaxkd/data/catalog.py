@@ -62,12 +62,24 @@ DATASETS.register("sklearn_wine")(DatasetInfo(
     3, (0.0,), (1.0,), offline=sklearn_sets.wine, kind="numeric", offline_only=True))
 
 
-def _shakespeare(config: ml_collections.ConfigDict, split: str):
+def _shakespeare(config: ml_collections.ConfigDict, split: str) -> ArrayDataset:
   from jaxkd.data import shakespeare  # Lazy: it is also run as a script.
 
-  return shakespeare.load(split, config.seq_len, config.max_chars)
+  tokens, labels = shakespeare.load(split, config.seq_len, config.max_chars)
+  vocabulary = len(shakespeare.VOCABULARY)
+  return ArrayDataset(tokens, labels, vocabulary, name="shakespeare_char", split=split,
+                      kind="tokens", token_bytes=np.ones(vocabulary, np.int32))  # ASCII
 
 
+def _text(config: ml_collections.ConfigDict, split: str):
+  from jaxkd.data import text
+
+  return text.load(config, split)
+
+
+# A user's own text files, tokenized and packed (jaxkd.data.text); classes: the vocabulary.
+DATASETS.register("text")(DatasetInfo(0, (0.0,), (1.0,), kind="tokens", offline_only=True,
+                                      loader=_text, own_validation=True))
 # Character-level Shakespeare (jaxkd.data.shakespeare): 84 tokens, split by play.
 DATASETS.register("shakespeare_char")(DatasetInfo(
     84, (0.0,), (1.0,), kind="tokens", offline_only=True, loader=_shakespeare,
@@ -210,7 +222,10 @@ def load_source_split(config: ml_collections.ConfigDict, split: str
     return _stream_split(name, info, _split_name(info, split), config)
   source = choose_source(name, config)
   if info.loader is not None:
-    images, labels = info.loader(config, split)
+    loaded = info.loader(config, split)
+    if isinstance(loaded, ArrayDataset):  # A loader that knows its vocabulary (text).
+      return loaded
+    images, labels = loaded
   elif source == "offline":
     images, labels = info.offline(split)
   else:

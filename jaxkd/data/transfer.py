@@ -21,6 +21,8 @@ and its fingerprint (labels, size, name and split, which spells out these option
 what a cache must match.
 """
 
+import dataclasses
+
 import ml_collections
 import numpy as np
 
@@ -83,9 +85,15 @@ def build_transfer_set(train: ArrayDataset, config: ml_collections.ConfigDict,
     positions, labeled = positions[labeled], labeled[labeled]
   labels = np.where(labeled, train.labels[positions], UNLABELED).astype(np.int32)
   images, parts = train.inputs[positions], [filter_name, labeled_name]
+  extras = {name: values[positions] for name, values in train.extras.items()}
   extra = config.extra
   if extra.name:
     more = load_extra(extra)
+    if set(more.extras) != set(extras):
+      raise JaxkdError(f"transfer.extra ({more.name}) carries {sorted(more.extras)} beside its "
+                       f"inputs, the training split {sorted(extras)}; give extra data of the "
+                       "same kind.")
+    extras = {name: np.concatenate([values, more.extras[name]]) for name, values in extras.items()}
     if (more.kind, more.input_shape) != (train.kind, train.input_shape):
       raise JaxkdError(f"transfer.extra ({more.name}) has {more.kind} inputs of shape "
                        f"{more.input_shape}; the training split's are {train.kind} of shape "
@@ -96,8 +104,7 @@ def build_transfer_set(train: ArrayDataset, config: ml_collections.ConfigDict,
   if unlabeled == "drop" and not len(labels):
     raise JaxkdError("config.transfer with unlabeled='drop' keeps no labeled example.")
   split = f"{train.split}[transfer {' '.join(p for p in parts if p) or 'all'}]"
-  return ArrayDataset(images, labels, train.num_classes, name=train.name, split=split,
-                      kind=train.kind)
+  return dataclasses.replace(train, inputs=images, labels=labels, split=split, extras=extras)
 
 
 def check_objective(objective, data: ArrayDataset, config: ml_collections.ConfigDict) -> None:

@@ -26,7 +26,9 @@ from jaxkd.distill.ce import labeled_weights
 from jaxkd.distill.terms import TermInputs, register_term
 from jaxkd.errors import JaxkdError
 
-FLOOR = -1e30  # Log-probabilities are floored here: log 0 would make 0 * (-inf) = nan.
+# Log-probabilities are floored here: a token no distribution can emit (a logit of -inf:
+# a padded vocabulary's unused ids) would make 0 * (-inf) = nan, and nan gradients.
+FLOOR = -1e30
 
 
 def _kl(log_p: jax.Array, log_q: jax.Array) -> jax.Array:
@@ -102,8 +104,9 @@ def bucketed(student_log_probs: jax.Array, topk_log_probs: jax.Array, topk_ids: 
 
 def log_probs(inputs: TermInputs, temperature) -> tuple[jax.Array, jax.Array]:
   """(teacher, student) log-probabilities at `temperature` over the vocabulary, or over the
-  top-k buckets for a cached teacher."""
-  student = jax.nn.log_softmax(inputs.student_logits / temperature, axis=-1)
+  top-k buckets for a cached teacher; floored at FLOOR, so logits of -inf give finite
+  values and gradients (those tokens count for nothing)."""
+  student = jnp.maximum(jax.nn.log_softmax(inputs.student_logits / temperature, axis=-1), FLOOR)
   if inputs.teacher_topk is not None:
     if isinstance(temperature, (int, float)) and temperature != 1:
       raise JaxkdError(f"a cached teacher holds temperature-1 log-probabilities; a term at "
@@ -113,7 +116,7 @@ def log_probs(inputs: TermInputs, temperature) -> tuple[jax.Array, jax.Array]:
     return bucketed(student, topk_log_probs, topk_ids)
   teachers = jax.nn.log_softmax(jax.lax.stop_gradient(inputs.teacher_logits) / temperature, -1)
   teacher = _log_sum(teachers, axis=0) - jnp.log(teachers.shape[0])  # Mean of the teachers.
-  return teacher, student
+  return jnp.maximum(teacher, FLOOR), student
 
 
 def token_mean(inputs: TermInputs, per_token: jax.Array) -> jax.Array:

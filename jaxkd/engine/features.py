@@ -19,26 +19,30 @@ def _path(module: nn.Module) -> str:
   return "/".join(module.path)
 
 
-def apply_with_features(model: nn.Module, variables: dict, images: jax.Array,
+def apply_with_features(model: nn.Module, variables: dict, inputs: jax.Array,
                         paths: Sequence[str], train: bool = False, rngs: dict | None = None,
-                        mutable: Sequence[str] = ()):
-  """Runs the model and returns (logits, {path: output}, updated mutable collections)."""
+                        mutable: Sequence[str] = (), **model_inputs):
+  """Runs the model and returns (logits, {path: output}, updated mutable collections).
+  model_inputs: the batch's other inputs the model takes (a language model's `mask` of
+  padding, the `segments` of packed documents)."""
   wanted = set(paths)
   if not wanted:
     if mutable:
-      logits, updates = model.apply(variables, images, train=train, rngs=rngs, mutable=list(mutable))
+      logits, updates = model.apply(variables, inputs, train=train, rngs=rngs,
+                                    mutable=list(mutable), **model_inputs)
       return logits, {}, updates
-    return model.apply(variables, images, train=train, rngs=rngs), {}, {}
+    return model.apply(variables, inputs, train=train, rngs=rngs, **model_inputs), {}, {}
   logits, state = model.apply(
-      variables, images, train=train, rngs=rngs, mutable=["intermediates", *mutable],
-      capture_intermediates=lambda module, method: method == "__call__" and _path(module) in wanted)
+      variables, inputs, train=train, rngs=rngs, mutable=["intermediates", *mutable],
+      capture_intermediates=lambda module, method: method == "__call__" and _path(module) in wanted,
+      **model_inputs)
   state = dict(state)
   captured = flax.traverse_util.flatten_dict(state.pop("intermediates", {}), sep="/")
   features = {path.removesuffix("/__call__"): value[0] for path, value in captured.items()}
   missing = wanted - set(features)
   if missing:
     raise JaxkdError(f"no module at feature path(s) {sorted(missing)} in {type(model).__name__}"
-                     f"{_near(model, variables, images, missing)}")
+                     f"{_near(model, variables, inputs, missing)}")
   return logits, features, state
 
 

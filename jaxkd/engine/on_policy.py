@@ -80,7 +80,9 @@ def on_policy_batch(on_policy: OnPolicy, key: jax.Array, batch: dict, student_ap
   def generated(batch):
     tokens, labels = generate(lambda t: jax.lax.stop_gradient(apply_fn(t)), batch["tokens"],
                               on_policy.prompt_len, on_policy.temperature, sample_key)
-    return {**batch, "tokens": tokens, "label": labels}
+    # A generated sequence is one document: it is read (and scored) whole.
+    same = {name: jnp.zeros_like(batch[name]) for name in ("segments",) if name in batch}
+    return {**batch, "tokens": tokens, "label": labels, **same}
 
   if on_policy.fraction >= 1:
     return generated(batch)

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxkd.data.augment import Preprocess, mixup, model_input
+from jaxkd.data.augment import Preprocess, mixup, model_input, model_inputs
 from jaxkd.data.batches import counted, take
 from jaxkd.distill import Objective, TermInputs
 from jaxkd.engine.features import apply_with_features
@@ -95,9 +95,11 @@ def teacher_outputs(spec: StepSpec, teacher_variables: Sequence[dict], batch: Ba
     return None, {}
   dtype, paths = spec.precision.teacher, spec.objective.teacher_paths
   outputs = [to_float32(apply_with_features(teacher, _cast(variables, dtype),
-                                            _cast_input(inputs, dtype), paths))
+                                            _cast_input(inputs, dtype), paths,
+                                            **model_inputs(batch)))
              for teacher, variables in zip(spec.teachers, teacher_variables)]
-  logits = jnp.stack([logits for logits, _, _ in outputs])
+  # A language model's vocabulary may be padded past the tokenizer's: compare the ids it has.
+  logits = jnp.stack([logits[..., :spec.num_classes] for logits, _, _ in outputs])
   features = {path: jnp.stack([features[path] for _, features, _ in outputs]) for path in paths}
   return jax.lax.stop_gradient(logits), jax.lax.stop_gradient(features)
 
@@ -115,6 +117,7 @@ class Prepared:
   objective_key: jax.Array
   labels: jax.Array  # The batch's, or those of on-policy generations.
   teacher_topk: tuple | None = None  # A cached LM teacher's (log-probs, ids).
+  model_inputs: dict = flax.struct.field(default_factory=dict)  # e.g. the segments
 
 
 def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: Sequence[dict],
@@ -139,7 +142,7 @@ def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: 
   topk = (batch["teacher_topk_logprobs"], batch["teacher_topk_ids"]) if (
       "teacher_topk_ids" in batch) else None
   return Prepared(inputs, targets, teacher_logits, teacher_features, dropout_key, objective_key,
-                  batch["label"], topk)
+                  batch["label"], topk, model_inputs(batch))
 
 
 def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
@@ -158,7 +161,8 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
         model, variables, _cast_input(prepared.inputs, student_dtype),
         spec.objective.student_paths, train=not eval_mode,
         rngs={"dropout": prepared.dropout_key},
-        mutable=[] if eval_mode else list(state.model_state)))
+        mutable=[] if eval_mode else list(state.model_state), **prepared.model_inputs))
+    logits = logits[..., :spec.num_classes]  # A padded vocabulary: the tokenizer's ids.
     term_inputs = TermInputs(logits, prepared.teacher_logits, labels, prepared.targets,
                              state.step, spec.steps_per_epoch, features,
                              prepared.teacher_features, batch["index"], prepared.objective_key,

@@ -157,8 +157,8 @@ def prepare_teacher_forward(setup: Setup) -> Runner:
   images = shard_batch({"image": setup.host_batch["image"]}, setup.mesh)["image"]
   start = time.perf_counter()
   predict = make_predict(setup.teacher, setup.preprocess, setup.mesh)
-  compiled = predict.lower(setup.teacher_variables, images).compile()
-  return Runner("teacher_forward", lambda: compiled(setup.teacher_variables, images),
+  compiled = predict.lower(setup.teacher_variables, images, {}).compile()
+  return Runner("teacher_forward", lambda: compiled(setup.teacher_variables, images, {}),
                 flops_of(compiled), time.perf_counter() - start)
 
 
@@ -185,7 +185,7 @@ def assemble_mode(setup: Setup, mode: str, seed: int = 0, config=None):
   if mode == "cached":
     predict = make_predict(setup.teacher, setup.preprocess, setup.mesh)
     logits = predict(setup.teacher_variables, shard_batch({"image": host["image"]},
-                                                          setup.mesh)["image"])
+                                                          setup.mesh)["image"], {})
     cached = np.asarray(logits, np.float16).astype(np.float32)[:, None]
   teachers = ((setup.teacher, setup.teacher_variables),) if mode in ("online", "fitnet") else ()
   return assemble(config or train_config(setup, mode, seed), None, (data, data), setup.mesh,

@@ -21,6 +21,10 @@ OUT holds, laid out like a run's workdir (so load_run and distill.teachers accep
   saved_model/         with --saved_model: a TensorFlow SavedModel (jax2tf), the same function
                        for TF serving (signatures serving_default, uint8, and serve_float).
                        It stays only because TF serving has no other route from JAX.
+  hf/                  a language model of the gpt2 or llama family as a Hugging Face
+                       directory (config.json, model.safetensors, the run's tokenizer.json):
+                       transformers loads it (AutoModelForCausalLM.from_pretrained), and so
+                       do distill.teachers and model.init_from.
 
 The export is written beside OUT under a temporary name and renamed into place when whole:
 a failed export (a wrong --workdir, a full disk) leaves an earlier export as it was.
@@ -38,11 +42,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from jaxkd.errors import JaxkdError
-from jaxkd.files import write_bytes, write_text
+from jaxkd.files import atomic_path, write_bytes, write_text
 from jaxkd.run.bias_correction import BIAS_FILE
 from jaxkd.run.saved import CONFIG_FILE, INFO_FILE
 
-SAVED_MODEL_DIR = "saved_model"
+SAVED_MODEL_DIR, HF_DIR = "saved_model", "hf"
 # The input dtypes the portable artifact is written for, per input kind.
 INPUT_DTYPES = {"image": ("uint8", "float32"), "numeric": ("float32",), "tokens": ("int32",)}
 PORTABLE_FILE = "inference_{dtype}.jaxexport"
@@ -148,6 +152,9 @@ def export(source, out: str | pathlib.Path | None = None,
             "versions": {"jax": jax.__version__}}
     write_text(built / INFO_FILE, json.dumps(info, indent=2) + "\n")
     write_portable(run.model, variables, info, built, platforms)
+    if hf_layout(run.model):
+      write_hf(run, built / HF_DIR)
+      info["hf"] = HF_DIR
     if saved_model:
       write_saved_model(run.model, variables, info, built / SAVED_MODEL_DIR, platforms)
     _replace_dir(built, out)
@@ -158,6 +165,53 @@ def export(source, out: str | pathlib.Path | None = None,
   info["latency_ms"] = model_latency_ms(run, inputs, latency_repeats)
   info["device"] = str(jax.devices()[0].device_kind)
   return info
+
+
+def hf_layout(model: Any) -> bool:
+  """Whether `model` has a Hugging Face architecture (jaxkd.models.hf)."""
+  return type(model).__name__ in ("GPT2", "Llama")
+
+
+def write_hf(run, out: pathlib.Path) -> None:
+  """The run's model as a Hugging Face directory: config.json, model.safetensors and the
+  tokenizer.json kept beside the run (with a tokenizer_config.json naming its end token)."""
+  from jaxkd.models import hf
+  from jaxkd.run.saved import TOKENIZER_FILE
+
+  from jaxkd.data import tokenizers
+
+  out.mkdir(parents=True, exist_ok=True)
+  tokenizer = pathlib.Path(run.workdir) / TOKENIZER_FILE
+  end = tokenizers.end_of_text(tokenizers.load(tokenizer)) if tokenizer.is_file() else None
+  hf.save_params(run.variables["params"], run.model, out, end)
+  if tokenizer.is_file():  # with what transformers' AutoTokenizer needs beside it
+    write_bytes(out / TOKENIZER_FILE, tokenizer.read_bytes())
+    token = tokenizers.load(tokenizer).id_to_token(end)
+    write_text(out / "tokenizer_config.json", json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": token, "eos_token": token,
+         "model_max_length": run.model.max_len}, indent=2) + "\n")
+
+
+def hf_parity_sample(directory: str | pathlib.Path, seed: int = 0) -> pathlib.Path:
+  """jaxkd_logits.npz beside a Hugging Face directory jaxkd wrote: fixed tokens [3, 10] with
+  right and left padding, their mask and the logits jaxkd computes from the directory, for
+  tests/reference/make_hf_fixtures.py --check (transformers must give the same)."""
+  import jax
+  import jax.numpy as jnp
+
+  from jaxkd.engine.sharding import make_mesh
+  from jaxkd.run.saved import load_run
+
+  directory = pathlib.Path(directory)
+  run = load_run(directory, make_mesh(jax.devices()[:1]))
+  tokens = np.random.default_rng(seed).integers(0, run.num_classes, (3, 10)).astype(np.int32)
+  mask = np.ones((3, 10), np.int32)
+  mask[1, 7:], mask[2, :4] = 0, 0
+  logits = run.model.apply(run.variables, jnp.asarray(tokens), mask=jnp.asarray(mask))
+  out = directory / "jaxkd_logits.npz"
+  with atomic_path(out, suffix=".npz") as temporary:
+    np.savez(temporary, tokens=tokens, mask=mask, logits=np.asarray(logits, np.float32))
+  return out
 
 
 def load_exported(directory: str | pathlib.Path, model: Any = None) -> tuple[Any, dict, dict]:

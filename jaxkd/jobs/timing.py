@@ -39,7 +39,7 @@ def model_latency_ms(run, inputs, repeats: int) -> float:
   device = jax.devices()[0]
   predict = make_predict(run.model, run.preprocess(), make_mesh([device]), run.input_kind)
   variables, inputs = jax.device_put((run.variables, inputs), device)
-  return median_ms(lambda: predict(variables, inputs), repeats)
+  return median_ms(lambda: predict(variables, inputs, {}), repeats)
 
 
 def flops_of(compiled: Any) -> float:
@@ -64,6 +64,19 @@ def matmul_peak(size: int | None = None, repeats: int = 5, device: jax.Device | 
   best = min(times)
   return {"size": size, "seconds": best, "gflops": 2 * size**3 / best / 1e9,
           "xla_flops": flops_of(dot)}
+
+
+def cpu_model() -> str:
+  """The CPU's name as /proc/cpuinfo gives it (e.g. 'AMD EPYC 7B13'), with its thread count:
+  what a table measured on this machine names."""
+  name = platform.processor() or platform.machine()
+  try:
+    with open("/proc/cpuinfo") as f:
+      name = next((line.split(":", 1)[1].strip() for line in f
+                   if line.startswith("model name")), name)
+  except OSError:
+    pass
+  return f"{name}, {cpu_threads()} threads"
 
 
 def cpu_threads() -> int:

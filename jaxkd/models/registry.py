@@ -14,7 +14,14 @@ MODELS: Registry[type[nn.Module]] = Registry("model")
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int) -> nn.Module:
   """Builds config.name with the other config fields (but init_from) as constructor
-  arguments."""
+  arguments; name 'hf' builds the model of the Hugging Face directory model.path (its
+  config.json; num_classes is then its vocabulary)."""
+  if config.name == "hf":
+    from jaxkd.models import hf
+
+    if not config.get("path"):
+      raise JaxkdError("model.name='hf' needs model.path: a Hugging Face model directory.")
+    config, num_classes = hf.model_config(hf.read_config(config.path))
   cls = MODELS.get(config.name)
   kwargs = {k: v for k, v in config.items() if k not in ("name", "init_from")}
   fields = {f.name for f in dataclasses.fields(cls) if f.init and f.name not in ("parent", "name")}

@@ -4,7 +4,7 @@ Called on token ids [B, T] (int), it returns next-token logits [B, T, V] (V = th
 vocabulary, the dataset's num_classes). Options: depth, width, heads, MLP width,
 RMSNorm (Zhang & Sennrich 2019) or LayerNorm, rotary (Su et al. 2021) or learned
 positions, the output layer tied to the token embedding or its own, dropout. Attention is
-causal (jax.nn.dot_product_attention). Feature paths for hidden-state matching:
+causal, and stays inside a document of a packed window (jaxkd.models.attention). Feature paths for hidden-state matching:
 `block<i>` (the residual stream after block i) and `final_norm`.
 
 Logical axes (LOGICAL_AXES, param_logical_axes): each parameter's axes by name
@@ -18,19 +18,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.models.registry import MODELS
+from jaxkd.models.attention import apply_rotary, attend, attention_mask, rope_frequencies
 from jaxkd.models.mlp import RateDropout
-
-
-def rotary(x: jax.Array, base: float = 10000.0) -> jax.Array:
-  """Rotary position embedding of [B, T, N, H] (H even): pairs (x_i, x_{i + H/2}) rotated
-  by position * base^(-2i/H) (the half-split form of GPT-NeoX and LLaMA)."""
-  half = x.shape[-1] // 2
-  frequencies = base ** (-jnp.arange(half, dtype=jnp.float32) / half)
-  angles = jnp.arange(x.shape[1], dtype=jnp.float32)[:, None] * frequencies  # [T, H/2]
-  cos, sin = (f(angles)[None, :, None, :].astype(x.dtype) for f in (jnp.cos, jnp.sin))
-  first, second = x[..., :half], x[..., half:]
-  return jnp.concatenate([first * cos - second * sin, first * sin + second * cos], axis=-1)
+from jaxkd.models.registry import MODELS
 
 
 def _norm(kind: str, name: str) -> nn.Module:
@@ -51,15 +41,16 @@ class Block(nn.Module):
   dropout: float
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool, allowed: jax.Array) -> jax.Array:
     width = x.shape[-1]
     head_dim = width // self.num_heads
     h = _norm(self.norm, "attention_norm")(x)
     q, k, v = (nn.DenseGeneral((self.num_heads, head_dim), use_bias=False, name=name)(h)
                for name in ("query", "key", "value"))
     if self.positions == "rotary":
-      q, k = rotary(q), rotary(k)
-    attended = jax.nn.dot_product_attention(q, k, v, is_causal=True)
+      frequencies = rope_frequencies(head_dim)
+      q, k = apply_rotary(q, frequencies), apply_rotary(k, frequencies)
+    attended = attend(q, k, v, allowed)
     h = nn.DenseGeneral(width, axis=(-2, -1), use_bias=False, name="out")(attended)
     x = x + RateDropout(self.dropout, deterministic=not train)(h)
     h = _norm(self.norm, "mlp_norm")(x)
@@ -86,7 +77,11 @@ class TransformerLM(nn.Module):
   traced_fields: ClassVar[tuple[str, ...]] = ("dropout",)
 
   @nn.compact
-  def __call__(self, tokens: jax.Array, train: bool = False) -> jax.Array:
+  def __call__(self, tokens: jax.Array, train: bool = False, mask: jax.Array | None = None,
+               segments: jax.Array | None = None) -> jax.Array:
+    """Logits [B, T, V] of tokens [B, T]; mask [B, T] (0: padding) and segments [B, T] (the
+    document of each token in a packed window) keep attention off padding and inside a
+    document."""
     if self.embed_dim % self.num_heads or (self.embed_dim // self.num_heads) % 2:
       raise ValueError(f"embed_dim {self.embed_dim} must split into {self.num_heads} heads of "
                        "an even width.")
@@ -100,9 +95,10 @@ class TransformerLM(nn.Module):
                        embedding_init=nn.initializers.normal(0.02))(jnp.arange(tokens.shape[1]))
     elif self.positions != "rotary":
       raise ValueError(f"positions must be 'rotary' or 'learned', not '{self.positions}'.")
+    allowed = attention_mask(tokens.shape[1], mask, segments)
     for i in range(self.num_layers):
       x = Block(self.num_heads, self.mlp_dim, self.norm, self.positions, self.dropout,
-                name=f"block{i}")(x, train)
+                name=f"block{i}")(x, train, allowed)
     x = _norm(self.norm, "final_norm")(x)
     return embed.attend(x) if self.tie_embeddings else nn.Dense(self.num_classes,
                                                                 name="head")(x)

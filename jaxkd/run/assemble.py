@@ -132,10 +132,15 @@ def _check_classes(model, variables: dict, data, what: str = "the model") -> Non
     raise JaxkdError(f"{what} ({type(model).__name__}) cannot run on this data's inputs "
                      f"{tuple(data.input_shape)} with its variables ({type(e).__name__}: "
                      f"{str(e).splitlines()[0][:200]}).") from None
-  if getattr(logits, "shape", (None,))[-1] != data.num_classes:
+  outputs = getattr(logits, "shape", (None,))[-1]
+  padded = data.kind == "tokens" and outputs is not None and outputs > data.num_classes
+  if outputs != data.num_classes and not padded:
     raise JaxkdError(f"{what}'s output has shape {getattr(logits, 'shape', None)} for one "
                      f"example, but the data has {data.num_classes} classes: give it "
                      f"{data.num_classes} outputs (logits).")
+  if padded:
+    say(f"{what} has {outputs} output ids, the tokenizer {data.num_classes}: compared on "
+        f"the tokenizer's ids (the rest is its vocabulary's padding).")
 
 
 def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | None,
@@ -205,4 +210,5 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
   return Run(config, None if workdir is None else pathlib.Path(workdir), mesh, train_data,
              validation_data, test_data, batches,
              total_steps, spec, state, teacher_variables,
-             make_eval_step(model, preprocess, mesh, train_data.kind), source, sources)
+             make_eval_step(model, preprocess, mesh, train_data.kind, train_data.num_classes,
+                            getattr(train_data, "token_bytes", None)), source, sources)

@@ -25,13 +25,13 @@ from jaxkd.engine.evaluation import evaluate, select_on_validation
 from jaxkd.engine.sharding import shard_batch
 from jaxkd.engine.step import make_train_step
 from jaxkd.errors import JaxkdError
-from jaxkd.files import write_text
+from jaxkd.files import write_bytes, write_text
 from jaxkd.log import say
 from jaxkd.models import count_params
 from jaxkd.run.assemble import Run
 from jaxkd.run.checkpoint import Checkpointer
 from jaxkd.run.metrics import MetricWriter, read_metrics
-from jaxkd.run.saved import module_class
+from jaxkd.run.saved import TOKENIZER_FILE, module_class
 from jaxkd.run.signals import Stopped, stop_on_signals
 from jaxkd.run.workdir import check_resume, lock
 
@@ -103,6 +103,8 @@ def write_run_files(run: Run) -> None:
   if run.config.model.name is None:  # A user's module (jaxkd.train_student).
     info["model_class"] = module_class(run.spec.model)
   write_text(run.workdir / "run_info.json", json.dumps(info, indent=2) + "\n")
+  if getattr(run.train_data, "tokenizer", None):  # Beside the run: export and teachers use it.
+    write_bytes(run.workdir / TOKENIZER_FILE, pathlib.Path(run.train_data.tokenizer).read_bytes())
 
 
 def check_finite(pending: list[dict], first_step: int, checkpointer: Checkpointer) -> None:
@@ -168,6 +170,12 @@ def _evaluate(trainee: Trainee, state, step: int, writers: list, progress) -> li
     results.append(found)
   for split in ("validation", "test"):
     if split in results[0]:
+      if "bits_per_byte" in results[0][split]:  # text: comparable across tokenizers
+        shown = ", ".join(f"{r[split]['bits_per_byte']:.4f}" for r in results)
+        line += f" {split} bits/byte {shown}" + (
+            f" (perplexity {results[0][split]['perplexity']:.2f})" if len(results) == 1
+            else "") + ","
+        continue
       shown = ", ".join(f"{r[split]['accuracy']:.4f}" for r in results)
       line += f" {split} accuracy {shown}" + (
           f" ({results[0][split]['errors']} errors / {results[0][split]['count']})"

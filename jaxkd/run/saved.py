@@ -24,10 +24,10 @@ from jaxkd.engine.evaluation import logits_of
 from jaxkd.engine.sharding import logical_shardings, replicated, split_largest_axis
 from jaxkd.errors import JaxkdError
 from jaxkd.files import fingerprint
-from jaxkd.models import count_params, create_model
+from jaxkd.models import count_params, create_model, hf
 from jaxkd.run.checkpoint import Checkpointer
 
-CONFIG_FILE, INFO_FILE = "config.json", "run_info.json"
+CONFIG_FILE, INFO_FILE, TOKENIZER_FILE = "config.json", "run_info.json", "tokenizer.json"
 # A layout: (abstract variables, mesh) -> their shardings, like sharding.split_largest_axis.
 Layout = Callable[[Any, Mesh], Any]
 
@@ -128,6 +128,8 @@ class SavedRun:
     return sum(x.nbytes for x in jax.tree.leaves(self.variables))
 
   def preprocess(self) -> Preprocess:
+    if self.input_kind != "image":  # Numeric inputs and tokens are used as they are.
+      return Preprocess((0.0,), (1.0,))
     return Preprocess(**preprocessing(self.config.dataset, self.input_shape[-1]))
 
 
@@ -174,25 +176,58 @@ def load_run(workdir: str | pathlib.Path, mesh: Mesh, layout: str | Layout = "re
   shardings. `model`: the module of a run that trained a user's module (jaxkd.train_student),
   where its class cannot be imported from what run_info.json records."""
   workdir = pathlib.Path(workdir)
+  if hf.is_hf_dir(workdir):
+    return load_hf(workdir, mesh, layout)
   config, info = read_run_files(workdir)
   model = model_of(config, info, workdir, model)
-  if isinstance(layout, str):
-    if layout not in LAYOUTS:
-      raise JaxkdError(f"layout={layout!r}: use one of {list(LAYOUTS)} or a function (abstract "
-                       "variables, mesh) -> shardings.")
-    layout = {"replicated": replicated_layout, "sharded": split_largest_axis,
-              "logical": None}[layout] or logical_layout(model)
-  step, variables = read_variables(workdir, mesh, layout)
+  step, variables = read_variables(workdir, mesh, _layout(layout, model))
   return SavedRun(workdir, config, model, variables, info["num_classes"],
                   tuple(info["input_shape"]), step, info["input_kind"])
 
 
+def _layout(layout: str | Layout, model: nn.Module) -> Layout:
+  if not isinstance(layout, str):
+    return layout
+  if layout not in LAYOUTS:
+    raise JaxkdError(f"layout={layout!r}: use one of {list(LAYOUTS)} or a function (abstract "
+                     "variables, mesh) -> shardings.")
+  return {"replicated": replicated_layout, "sharded": split_largest_axis,
+          "logical": None}[layout] or logical_layout(model)
+
+
+def load_hf(path: pathlib.Path, mesh: Mesh, layout: str | Layout = "replicated",
+            on_read=None) -> SavedRun:
+  """A Hugging Face causal-LM directory as a run: its model (jaxkd.models.hf) and weights,
+  each tensor read by name straight into its layout on `mesh` (jaxkd.models.hf.load_params;
+  `on_read(name, shape)` sees each read)."""
+  from jaxkd.config import base_config
+
+  config = base_config()
+  config.model = ml_collections.ConfigDict({"name": "hf", "path": str(path), "init_from": ""})
+  model, vocabulary = create_model(config.model, 0), hf.model_config(hf.read_config(path))[1]
+  tokens = jax.numpy.zeros((1, 8), jax.numpy.int32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), tokens))
+  abstract = {"params": shapes["params"]}
+  abstract = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+                          abstract, _layout(layout, model)(abstract, mesh))
+  family = hf.model_config(hf.read_config(path))[0].name
+  params = hf.load_params(path, abstract["params"], family, on_read=on_read)
+  return SavedRun(path, config, model, {"params": params}, vocabulary, (model.max_len,), 0,
+                  "tokens")
+
+
 def pin(run: SavedRun) -> dict:
   """What identifies the checkpoint a run was read from: its directory, step and a
-  fingerprint of the step's files (a teacher trained further, or again, gets another)."""
-  step_dir = pathlib.Path(run.workdir).absolute() / "checkpoints" / str(run.step)
+  fingerprint of the step's files (a teacher trained further, or again, gets another; a
+  Hugging Face directory: of its config.json and weights)."""
+  root = pathlib.Path(run.workdir).absolute()
+  if hf.is_hf_dir(root):
+    files = [p for p in root.iterdir() if p.suffix in (".json", ".safetensors")]
+  else:
+    root = root / "checkpoints" / str(run.step)
+    files = [p for p in root.rglob("*") if p.is_file()]
   return {"path": str(pathlib.Path(run.workdir).absolute()), "step": run.step,
-          "fingerprint": fingerprint(step_dir, [p for p in step_dir.rglob("*") if p.is_file()])}
+          "fingerprint": fingerprint(root, files)}
 
 
 def predict_logits(run: SavedRun, data: ArrayDataset, batch_size: int, mesh: Mesh) -> np.ndarray:

@@ -45,7 +45,10 @@ def write_soft_labels(teacher_workdir: str | pathlib.Path, out: str | pathlib.Pa
   data = load_split(run.config.dataset, "train") if data is None else data
   per_token = has_token_labels(data)  # A language model's data.
   logits = None if per_token else predict_logits(run, data, batch_size, mesh)
-  fields = preprocessing(run.config.dataset, data.input_shape[-1])
+  # Images are normalised; tokens and numeric inputs are used as they are (and a Hugging
+  # Face teacher has no dataset config).
+  fields = (preprocessing(run.config.dataset, data.input_shape[-1]) if data.kind == "image"
+            else {"mean": run.preprocess().mean, "std": run.preprocess().std})
   meta = {"dataset": data.name, "split": data.split, "count": len(data),
           "fingerprint": data.fingerprint(), "num_classes": data.num_classes,
           "mean": list(fields["mean"]), "std": list(fields["std"]),
@@ -78,7 +81,8 @@ def token_top_k(run: SavedRun, data: ArrayDataset, k: int, batch_size: int, mesh
   if not 0 < k <= data.num_classes:
     raise JaxkdError(f"top_k={k}: it must be between 1 and the vocabulary's {data.num_classes}.")
   top = make_predict(run.model, run.preprocess(), mesh, data.kind, outputs=lambda logits: (
-      jax.lax.top_k(jax.nn.log_softmax(logits.astype(np.float32), axis=-1), k)))
+      jax.lax.top_k(jax.nn.log_softmax(logits.astype(np.float32), axis=-1), k)),
+                     num_classes=data.num_classes)
   values, ids = predict_all(top, run.variables, data, batch_size, mesh)
   return {"token_top_k_logprobs": values.astype(dtype),
           "token_top_k_ids": ids.astype(np.uint8 if data.num_classes <= 256 else np.int32)}
@@ -115,6 +119,8 @@ def load_soft_labels(path: str | pathlib.Path, data: ArrayDataset, preprocess_fi
   expected = {"dataset": data.name, "split": data.split, "count": len(data),
               "fingerprint": data.fingerprint(), "num_classes": data.num_classes,
               "mean": list(preprocess_fields["mean"]), "std": list(preprocess_fields["std"])}
+  if data.kind != "image":  # not normalised: the cache's mean and std say nothing
+    del expected["mean"], expected["std"]
   for key, value in expected.items():
     if meta.get(key) != value:
       raise JaxkdError(f"soft label cache {path} does not match the data: its {key} is "

@@ -13,6 +13,7 @@ from jaxkd.distill import Objective
 from jaxkd.errors import JaxkdError
 from jaxkd.engine.sharding import place
 from jaxkd.files import fingerprint
+from jaxkd.log import say
 from jaxkd.run.saved import load_run, pin
 from jaxkd.run.soft_labels import cache_meta, load_soft_labels
 
@@ -58,7 +59,11 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
   # whole on one device), without its optimizer state.
   runs = [load_run(workdir, mesh, layout=config.teacher_layout) for workdir in teachers]
   for run in runs:
-    if run.num_classes != train_data.num_classes:
+    if train_data.kind == "tokens" and run.num_classes > train_data.num_classes:
+      say(f"the teacher in {run.workdir} has {run.num_classes} output ids, the tokenizer "
+          f"{train_data.num_classes}: compared on the tokenizer's ids (its vocabulary's "
+          "padding left out).")
+    elif run.num_classes != train_data.num_classes:
       raise JaxkdError(f"the teacher in {run.workdir} predicts {run.num_classes} classes but the "
                        f"student's dataset {train_data.name} has {train_data.num_classes}; "
                        "distil between models of the same classes.")

@@ -58,7 +58,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
 
 
 def summary_line(result: dict, workdir: str | pathlib.Path) -> str:
-  """The command line's last word on a finished run."""
+  """The command line's last word on a finished run (for a language model's text: bits per
+  byte and perplexity, not next-token accuracy)."""
+  if "test_bits_per_byte" in result:
+    selected = (f"best validation bits per byte {result['best_validation_bits_per_byte']:.4f} at "
+                f"step {result['best_step']}, test there {result['selected_test_bits_per_byte']:.4f}"
+                if "selected_test_bits_per_byte" in result else "no model selection (the data "
+                "has no validation split)")
+    return (f"final test bits per byte {result['test_bits_per_byte']:.4f} (perplexity "
+            f"{result['test_perplexity']:.2f} per token over {result['test_count']} tokens) at "
+            f"step {result['step']}; {selected}; workdir {workdir}")
   selected = (f"best validation accuracy {result['best_validation_accuracy']:.4f} at step "
               f"{result['best_step']}, test accuracy there {result['selected_test_accuracy']:.4f}"
               if "selected_test_accuracy" in result else
