@@ -19,7 +19,6 @@ from jaxkd.data import load_split
 from jaxkd.engine.evaluation import evaluate, make_eval_step
 from jaxkd.run.metrics import read_metrics
 from jaxkd.models.transformer import TransformerLM, param_logical_axes
-from jaxkd.engine.on_policy import generate
 from jaxkd.run.saved import load_run
 from jaxkd.engine.sharding import make_mesh, shard_batch
 from jaxkd.run.soft_labels import write_soft_labels
@@ -83,19 +82,6 @@ def test_the_transformer_is_causal_and_names_every_parameter_s_axes(options):
   for (path, x), names in zip(jax.tree_util.tree_leaves_with_path(variables["params"]),
                               jax.tree.leaves(axes, is_leaf=lambda a: isinstance(a, tuple))):
     assert len(names) == x.ndim, path
-
-
-def test_generation_keeps_the_prompt_and_samples_each_next_token_from_the_model():
-  # A model that puts all its mass on (token at t) + 1 at position t, so sampling is exact.
-  apply_fn = lambda tokens: 30.0 * jax.nn.one_hot((tokens + 1) % V, V)
-  tokens = jnp.asarray(np.random.default_rng(1).integers(0, V, (3, 8)))
-  inputs, labels = generate(apply_fn, tokens, prompt_len=3, temperature=1.0,
-                            key=jax.random.PRNGKey(0))
-  expected = (np.asarray(tokens[:, 2:3]) + np.arange(7)) % V  # Counting on from the prompt.
-  np.testing.assert_array_equal(inputs[:, :3], tokens[:, :3])
-  np.testing.assert_array_equal(inputs[:, 2:], expected[:, :6])
-  np.testing.assert_array_equal(labels[:, :2], -1)  # Next tokens inside the prompt.
-  np.testing.assert_array_equal(labels[:, 2:], expected[:, 1:])
 
 
 def test_token_metrics_are_means_over_the_tokens_that_count(lm_teacher):

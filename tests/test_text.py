@@ -5,6 +5,7 @@ padded past the tokenizer's compared on the shared ids."""
 
 import json
 import math
+import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -183,3 +184,24 @@ def test_a_teacher_with_a_padded_vocabulary_is_compared_on_the_shared_ids(corpus
   for a, b in zip(jax.tree.leaves(students["padded"].variables),
                   jax.tree.leaves(students["cut"].variables)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_a_teacher_with_another_tokenizer_is_refused_before_any_work(corpus, tmp_path):
+  from jaxkd.run.assemble import assemble
+
+  model = create_model(ml_collections.ConfigDict(_llama()), 300)
+  hf.save_params(model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))["params"],
+                 model, tmp_path / "teacher")
+  config = _data_config(corpus)
+  config.model = _llama(hidden_size=16, head_dim=4)
+  config.distill.terms = {"fkl": {"weight": 1.0}}
+  config.distill.teachers = (str(tmp_path / "teacher"),)
+  own = load_split(config.dataset, "train").tokenizer
+  (tmp_path / "teacher" / "tokenizer.json").write_text(pathlib.Path(own).read_text())
+  assemble(config, None)  # the data's own tokenizer: fine
+  other, _ = tokenizers.train_bpe(["an entirely different corpus of other words"] * 20, 300)
+  (tmp_path / "teacher" / "tokenizer.json").write_text(other.to_str())
+  with pytest.raises(JaxkdError, match=r"has another tokenizer .* its ids stand for other "
+                                       r"tokens. Set dataset.tokenizer="):
+    assemble(config, tmp_path / "student")
+  assert not (tmp_path / "student").exists()

@@ -10,9 +10,11 @@ export it (python -m jaxkd export: teacher_export/hf is the Hugging Face directo
 the imported teacher's top-16 log-probabilities over the students' transfer set (float16);
 train each arm over the seeds as one population; export the student of the lowest mean
 validation bits per byte (its seed of the lowest validation) and write jaxkd's logits
-beside its Hugging Face directory for tests/reference/make_hf_fixtures.py --check. Nothing
-is selected on the test split: runs are read at their last step, the best arm and seed by
-validation.
+beside its Hugging Face directory for tests/reference/make_hf_fixtures.py --check; score
+every run's generated continuations of the test plays (jaxkd.jobs.generation_quality).
+Nothing is selected on the test split: runs are read at their last step, the best arm and
+seed by validation. Wall times (ROOT/timings.json) are each stage's first run; a later
+invocation reuses what is done and keeps them.
 """
 
 import json
@@ -25,6 +27,8 @@ from absl import flags
 from jaxkd.cli import common
 from jaxkd.config import load_config_file
 from jaxkd.files import write_text
+from jaxkd.data import load_split
+from jaxkd.jobs import generation_quality
 from jaxkd.jobs.export import HF_DIR, export, hf_parity_sample
 from jaxkd.jobs.stats import mean_std, plus_minus
 from jaxkd.jobs.tables import markdown_table, write_between_markers
@@ -39,6 +43,7 @@ from jaxkd.run.train import train_and_evaluate
 
 HERE = pathlib.Path(__file__).resolve().parent
 CONFIGS = HERE.parents[1] / "configs" / "shakespeare"
+PROMPT, HORIZON, PROMPTS = 32, 64, 64  # generation quality: prompt and sampled tokens
 LABELS = {"alone": "student alone (ce)", "fkl": "forward KL, teacher online",
           "cached_fkl": "forward KL, cached top-16", "jsd": "JSD(0.5), teacher online"}
 
@@ -90,31 +95,64 @@ def main():
   main_with(common.values(_FLAGS))
 
 
+class Timings(dict):
+  """Wall seconds per stage, kept in ROOT/timings.json: a stage timed once keeps its time
+  when a later invocation finds it done and reuses it."""
+
+  def __init__(self, root: pathlib.Path):
+    self.path = root / "timings.json"
+    old = root / "table.json"  # written by a run before timings.json existed
+    found = (json.loads(self.path.read_text()) if self.path.exists() else
+             json.loads(old.read_text()).get("timings", {}) if old.exists() else {})
+    super().__init__(found)
+
+  def run(self, name: str, work) -> None:
+    began = time.perf_counter()
+    work()
+    if name not in self:
+      self[name] = time.perf_counter() - began
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+      write_text(self.path, json.dumps(dict(self), indent=1) + "\n")
+
+
+def quality_of(workdirs, teacher, data, smoke: bool) -> list[dict]:
+  """Generation quality of each run's continuations of the test plays (64 prompts of 32
+  tokens, 64 tokens sampled at temperature 1; smoke: 4 prompts of 4 and 8)."""
+  mesh = make_mesh(jax.devices()[:1])
+  prompt, horizon, count = (4, 8, 4) if smoke else (PROMPT, HORIZON, PROMPTS)
+  return [generation_quality.score(load_run(w, mesh), teacher, data, prompt, horizon, count,
+                                   temperature=1.0, seed=0) for w in workdirs]
+
+
 def main_with(args):
-  root, start = pathlib.Path(args.workdir).absolute(), time.perf_counter()
-  timings = {}
+  root = pathlib.Path(args.workdir).absolute()
+  timings = Timings(root)
   teacher = shrink(load_config_file(CONFIGS / "bpe_teacher.py"), args.teacher_steps,
                    args.smoke)
-  train_and_evaluate(teacher, root / "teacher")
-  timings["teacher"] = time.perf_counter() - start
-  began = time.perf_counter()
-  if not (teacher_dir(root) / "model.safetensors").exists():
-    export(root / "teacher", root / "teacher_export", latency_repeats=1, latency_batch_size=2)
-  cache = root / "topk16.npz"
-  if not cache.exists():  # the imported teacher's, over the students' transfer set
-    write_soft_labels(teacher_dir(root), cache, "float16", top_k=16, batch_size=64,
-                      data=transfer_set_of(student("cached_fkl", root, 0, 0, args.smoke)))
-  timings["export + cache"] = time.perf_counter() - began
+  timings.run("teacher", lambda: train_and_evaluate(teacher, root / "teacher"))
+
+  def export_and_cache():
+    if not (teacher_dir(root) / "model.safetensors").exists():
+      export(root / "teacher", root / "teacher_export", latency_repeats=1, latency_batch_size=2)
+    cache = root / "topk16.npz"
+    if not cache.exists():  # the imported teacher's, over the students' transfer set
+      write_soft_labels(teacher_dir(root), cache, "float16", top_k=16, batch_size=64,
+                        data=transfer_set_of(student("cached_fkl", root, 0, 0, args.smoke)))
+
+  timings.run("export + cache", export_and_cache)
   seeds, rows = list(range(args.seeds)), {}
+  mesh = make_mesh(jax.devices()[:1])
+  imported = load_run(teacher_dir(root), mesh)
+  test_data = load_split(student("alone", root, 0, 0, args.smoke).dataset, "test")
+  quality = {"teacher": quality_of([teacher_dir(root)], imported, test_data, args.smoke)[0]}
   for arm in LABELS:
-    began = time.perf_counter()
     configs = [student(arm, root, s, args.student_steps, args.smoke) for s in seeds]
     workdirs = [root / arm / f"seed={s}" for s in seeds]
-    train_population(configs, workdirs, root / arm / "population")
+    timings.run(arm, lambda: train_population(configs, workdirs, root / arm / "population"))
     rows[arm] = {split: [last(w, split)["bits_per_byte"] for w in workdirs]
                  for split in ("validation", "test")}
     rows[arm]["perplexity"] = [last(w, "test")["perplexity"] for w in workdirs]
-    timings[arm] = time.perf_counter() - began
+    rows[arm]["generation"] = quality_of(workdirs, imported, test_data, args.smoke)
   best_arm = min(LABELS, key=lambda arm: mean_std(rows[arm]["validation"])[0])
   best_seed = min(seeds, key=lambda s: rows[best_arm]["validation"][s])
   best = root / best_arm / f"seed={best_seed}"
@@ -122,8 +160,7 @@ def main_with(args):
   sample = hf_parity_sample(root / "best_export" / HF_DIR)
   teacher_metrics = {split: last(root / "teacher", split)["bits_per_byte"]
                      for split in ("validation", "test")}
-  mesh = make_mesh(jax.devices()[:1])
-  params = {"teacher": load_run(teacher_dir(root), mesh).num_params,
+  params = {"teacher": imported.num_params,
             "student": load_run(best, mesh).num_params}
   cell = lambda values: plus_minus(*mean_std(values), digits=3)
   table = [[f"teacher ({params['teacher']:,} parameters), read back from its export",
@@ -135,7 +172,23 @@ def main_with(args):
   lines = [markdown_table(["model", "validation bits/byte", "test bits/byte",
                            "test perplexity/token", "validation, per seed",
                            "wall min"], table, align="lrrrrr")]
-  total = time.perf_counter() - start
+  of = lambda results, key: [r[key] for r in results]
+  generation = [["teacher", f"{quality['teacher']['rouge_l']:.3f}",
+                 f"{quality['teacher']['teacher_nll']:.2f}",
+                 f"{quality['teacher']['distinct_2']:.3f}"]]
+  generation += [[label, cell(of(rows[arm]["generation"], "rouge_l")),
+                  cell(of(rows[arm]["generation"], "teacher_nll")),
+                  cell(of(rows[arm]["generation"], "distinct_2"))]
+                 for arm, label in LABELS.items()]
+  prompt, horizon, count = (4, 8, 4) if args.smoke else (PROMPT, HORIZON, PROMPTS)
+  lines += ["", f"Generation on the test plays: {count} prompts of {prompt} tokens, {horizon} "
+            "tokens sampled at temperature 1 with the key/value cache (seed 0), scored as "
+            "MiniLLM, GKD and DistiLLM report (jaxkd.jobs.generation_quality): ROUGE-L F1 "
+            "against the reference continuation, the teacher's NLL of the sampled tokens "
+            "(nats per token; lower: more teacher-like), distinct-2. Mean ± std over the seeds.",
+            "", markdown_table(["model", "ROUGE-L", "teacher NLL", "distinct-2"], generation,
+                               align="lrrr")]
+  total = sum(timings.values())
   lines += ["", f"Students: {params['student']:,} parameters "
             f"({params['teacher'] / params['student']:.1f}x smaller), mean ± sample std over "
             f"seeds {seeds} (each arm's seeds trained as one population), at the last step. "
@@ -146,7 +199,8 @@ def main_with(args):
   body = "\n".join(lines)
   print(body)
   write_text(root / "table.json", json.dumps(
-      {"rows": rows, "teacher": teacher_metrics, "params": params, "timings": timings,
+      {"rows": rows, "teacher": teacher_metrics, "params": params, "timings": dict(timings),
+       "teacher_generation": quality,
        "best": {"arm": best_arm, "seed": best_seed, "parity_sample": str(sample)}}, indent=1))
   if not args.no_readme:
     write_between_markers(HERE / "README.md", body)

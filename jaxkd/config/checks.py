@@ -88,6 +88,7 @@ def _values(config: ml_collections.ConfigDict, given: tuple[str, ...]) -> None:
                "optimizer.grad_clip_norm", "optimizer.max_norm", "schedule.warmup_epochs"):
     in_range(path, get(config, path), 0)
   in_range("train.keep_checkpoints", train.keep_checkpoints, 1)
+  in_range("train.loss_chunk", train.loss_chunk, 0)
   in_range("dataset.seq_len", dataset.seq_len, 1)
   one_of("train.population_split", train.population_split, POPULATION_SPLITS)
   if "optimizer" not in given:

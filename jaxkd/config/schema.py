@@ -133,6 +133,10 @@ def base_config() -> ml_collections.ConfigDict:
       # as they are; no dropout) while its parameters train: the CRD benchmark's
       # initialisation stages (AB, FSP) run the student so (model_s.eval()).
       student_eval_mode=False,
+      # A language model's loss over chunks of this many positions (0: all at once), so that
+      # only [batch, loss_chunk, vocabulary] logits are alive at a time (jaxkd.engine.chunked;
+      # ce and the token divergences only).
+      loss_chunk=0,
   ))
 
   # Stages trained before the main run, in order (e.g. FitNets' hint stage, or the

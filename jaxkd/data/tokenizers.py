@@ -53,6 +53,13 @@ def train_bpe(texts: list[str], vocab_size: int):
   return tokenizer, path
 
 
+def same_vocabulary(a: str | pathlib.Path, b: str | pathlib.Path) -> bool:
+  """Whether two tokenizers give every id the same token (added tokens included)."""
+  if pathlib.Path(a).read_bytes() == pathlib.Path(b).read_bytes():
+    return True
+  return load(a).get_vocab(with_added_tokens=True) == load(b).get_vocab(with_added_tokens=True)
+
+
 def end_of_text(tokenizer) -> int:
   """The id that ends a document: END_OF_TEXT, or the tokenizer's own end token."""
   for token in (END_OF_TEXT, "</s>", "<|end_of_text|>", "<eos>", "[SEP]"):

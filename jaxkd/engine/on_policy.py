@@ -2,8 +2,8 @@
 
 With probability `fraction` (GKD's lambda) a step's batch is replaced by sequences the
 student generates: each sequence keeps its first `prompt_len` tokens from the data and the
-student samples the rest at `temperature` (jitted: one causal forward per new token, no
-cache). The teachers then score the generated sequences in the same step, and the
+student samples the rest at `temperature` (jitted: a prefill of the prompt, then one
+decoding step per new token over a key/value cache, jaxkd.engine.generation). The teachers then score the generated sequences in the same step, and the
 objective's terms compare teacher and student there; positions whose next token belongs to
 the prompt count for nothing (label -1). generator='teacher' samples from the (first)
 teacher instead: sequence-level KD (Kim & Rush 2016), GKD's "supervised KD on teacher
@@ -21,8 +21,9 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from jaxkd.errors import JaxkdError
+from jaxkd.engine.generation import generate
 from jaxkd.engine.state import stream
+from jaxkd.errors import JaxkdError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,39 +48,22 @@ class OnPolicy:
     return on_policy
 
 
-def generate(apply_fn, tokens: jax.Array, prompt_len: int, temperature: float,
-             key: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(inputs [B, T], labels [B, T]) of sequences that keep tokens[:, :prompt_len] and
-  continue by sampling from apply_fn(tokens) -> logits [B, T, V] at `temperature`; labels
-  are -1 where the next token is part of the prompt."""
-  batch, length = tokens.shape
-  if not 0 < prompt_len < length:
-    raise JaxkdError(f"distill.on_policy.prompt_len={prompt_len}: it must be between 1 and "
-                     f"the sequence length {length} - 1.")
-  sequence = jnp.concatenate([tokens, jnp.zeros((batch, 1), tokens.dtype)], axis=1)
-
-  def sample(position, sequence):
-    logits = apply_fn(jax.lax.dynamic_slice_in_dim(sequence, 0, length, axis=1))
-    step_logits = jax.lax.dynamic_index_in_dim(logits, position - 1, axis=1, keepdims=False)
-    token = jax.random.categorical(jax.random.fold_in(key, position), step_logits / temperature)
-    return jax.lax.dynamic_update_index_in_dim(sequence, token.astype(tokens.dtype), position,
-                                               axis=1)
-
-  sequence = jax.lax.fori_loop(prompt_len, length + 1, sample, sequence)
-  positions = jnp.arange(length)
-  labels = jnp.where(positions[None] >= prompt_len - 1, sequence[:, 1:], -1)
-  return sequence[:, :length], labels.astype(jnp.int32)
-
-
-def on_policy_batch(on_policy: OnPolicy, key: jax.Array, batch: dict, student_apply,
-                    teacher_apply) -> dict:
-  """The batch, or with probability on_policy.fraction one of generated sequences."""
+def on_policy_batch(on_policy: OnPolicy, key: jax.Array, batch: dict, student: tuple,
+                    teacher: tuple, num_classes: int) -> dict:
+  """The batch, or with probability on_policy.fraction one of generated sequences;
+  student and teacher: (model, variables), the generator's decoded with its key/value cache
+  (jaxkd.engine.generation) among the tokenizer's num_classes ids."""
   use_key, sample_key = jax.random.split(stream(key, "on_policy"))
-  apply_fn = student_apply if on_policy.generator == "student" else teacher_apply
+  model, variables = student if on_policy.generator == "student" else teacher
+  length = batch["tokens"].shape[1]
+  if not 0 < on_policy.prompt_len < length:
+    raise JaxkdError(f"distill.on_policy.prompt_len={on_policy.prompt_len}: it must be between "
+                     f"1 and the sequence length {length} - 1.")
 
   def generated(batch):
-    tokens, labels = generate(lambda t: jax.lax.stop_gradient(apply_fn(t)), batch["tokens"],
-                              on_policy.prompt_len, on_policy.temperature, sample_key)
+    tokens, labels = generate(model, jax.lax.stop_gradient(variables), batch["tokens"],
+                              on_policy.prompt_len, on_policy.temperature, sample_key,
+                              num_classes=num_classes)
     # A generated sequence is one document: it is read (and scored) whole.
     same = {name: jnp.zeros_like(batch[name]) for name in ("segments",) if name in batch}
     return {**batch, "tokens": tokens, "label": labels, **same}

@@ -20,11 +20,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxkd.data.augment import Preprocess, mixup, model_input, model_inputs
 from jaxkd.data.batches import counted, take
 from jaxkd.distill import Objective, TermInputs
+from jaxkd.engine.chunked import chunked_objective
 from jaxkd.engine.features import apply_with_features
 from jaxkd.engine.on_policy import OnPolicy, on_policy_batch
 from jaxkd.engine.precision import cast_floating, to_float32
 from jaxkd.engine.sharding import DATA_AXIS, batch_sharding, replicated
 from jaxkd.engine.state import TrainState
+from jaxkd.models.lm_head import apply_head, final_path, head_params
 
 Batch = dict[str, jax.Array]
 
@@ -73,6 +75,7 @@ class StepSpec:
   keep_model_state: bool = False
   student_eval_mode: bool = False
   on_policy: OnPolicy | None = None
+  loss_chunk: int = 0  # > 0: a language model's loss C positions at a time (engine.chunked)
 
 
 def _cast_input(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -94,6 +97,12 @@ def teacher_outputs(spec: StepSpec, teacher_variables: Sequence[dict], batch: Ba
   if not spec.objective.needs_teacher or "teacher_topk_ids" in batch:
     return None, {}
   dtype, paths = spec.precision.teacher, spec.objective.teacher_paths
+  if spec.loss_chunk:  # The final hidden states: the loss makes the logits chunk by chunk.
+    hidden = tuple(jax.lax.stop_gradient(apply_with_features(
+        teacher, _cast(variables, dtype), _cast_input(inputs, dtype), [final_path(teacher)],
+        **model_inputs(batch))[1][final_path(teacher)]) for teacher, variables in
+        zip(spec.teachers, teacher_variables))
+    return hidden, {}
   outputs = [to_float32(apply_with_features(teacher, _cast(variables, dtype),
                                             _cast_input(inputs, dtype), paths,
                                             **model_inputs(batch)))
@@ -118,6 +127,9 @@ class Prepared:
   labels: jax.Array  # The batch's, or those of on-policy generations.
   teacher_topk: tuple | None = None  # A cached LM teacher's (log-probs, ids).
   model_inputs: dict = flax.struct.field(default_factory=dict)  # e.g. the segments
+  # With spec.loss_chunk: each teacher's output-layer parameters (its teacher_logits are
+  # then its final hidden states, one per teacher).
+  teacher_heads: tuple = ()
 
 
 def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: Sequence[dict],
@@ -130,9 +142,8 @@ def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: 
   augment_key, dropout_key, mixup_key, objective_key = jax.random.split(root, 4)
   if spec.on_policy is not None:
     batch = on_policy_batch(
-        spec.on_policy, root, batch,
-        lambda t: spec.model.apply(student_variables, t, train=False),
-        lambda t: spec.teachers[0].apply(teacher_variables[0], t, train=False))
+        spec.on_policy, root, batch, (spec.model, student_variables),
+        (spec.teachers[0], teacher_variables[0]) if spec.teachers else None, spec.num_classes)
   inputs = model_input(batch, spec.preprocess, augment_key)
   targets = jax.nn.one_hot(batch["label"], spec.num_classes)
   if mixup_alpha is not None or spec.mixup_alpha > 0:
@@ -141,8 +152,11 @@ def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: 
   teacher_logits, teacher_features = teacher_outputs(spec, teacher_variables, batch, inputs)
   topk = (batch["teacher_topk_logprobs"], batch["teacher_topk_ids"]) if (
       "teacher_topk_ids" in batch) else None
+  heads = tuple(_cast(head_params(teacher, variables["params"]), spec.precision.teacher)
+                for teacher, variables in zip(spec.teachers, teacher_variables)) if (
+      spec.loss_chunk and teacher_logits is not None) else ()
   return Prepared(inputs, targets, teacher_logits, teacher_features, dropout_key, objective_key,
-                  batch["label"], topk, model_inputs(batch))
+                  batch["label"], topk, model_inputs(batch), heads)
 
 
 def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
@@ -157,6 +171,8 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
 
   def loss_fn(trainable):
     variables = {"params": _cast(trainable["params"], student_dtype), **state.model_state}
+    if spec.loss_chunk:
+      return _chunked_loss(spec, model, variables, trainable, state, prepared, batch, hparams)
     logits, features, new_model_state = to_float32(apply_with_features(
         model, variables, _cast_input(prepared.inputs, student_dtype),
         spec.objective.student_paths, train=not eval_mode,
@@ -186,15 +202,48 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
                             opt_state=opt_state)
   measured = grads if spec.frozen is None else jax.tree.map(
       lambda g, is_frozen: jnp.zeros_like(g) if is_frozen else g, grads, spec.frozen)
-  correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-  # Accuracy on the labeled examples that count (a transfer set's unlabeled ones have none).
-  mask = counted(labels, batch.get("mask"))
-  metrics = {"loss": loss, "accuracy": jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0),
-             "grad_norm": optax.tree.norm(measured), **term_metrics}
+  if spec.loss_chunk:  # (correct, counted tokens) in place of the logits
+    accuracy = logits[0] / jnp.maximum(logits[1], 1.0)
+  else:
+    correct = (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
+    # Accuracy on the labeled examples that count (a transfer set's unlabeled ones have none).
+    mask = counted(labels, batch.get("mask"))
+    accuracy = jnp.sum(correct * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  metrics = {"loss": loss, "accuracy": accuracy, "grad_norm": optax.tree.norm(measured),
+             **term_metrics}
   if spec.schedule is not None:
     rate = spec.schedule(state.step)
     metrics["learning_rate"] = rate if scale is None else rate * scale
   return new_state, metrics
+
+
+def _chunked_loss(spec: StepSpec, model, variables, trainable, state, prepared: Prepared,
+                  batch: Batch, hparams):
+  """loss_fn's value with the logits made spec.loss_chunk positions at a time."""
+  student_dtype = spec.precision.student
+  final = final_path(model)
+  _, features, _ = apply_with_features(model, variables,
+                                       _cast_input(prepared.inputs, student_dtype), [final],
+                                       train=not spec.student_eval_mode,
+                                       rngs={"dropout": prepared.dropout_key},
+                                       **prepared.model_inputs)
+  head = _cast(head_params(model, variables["params"]), student_dtype)
+  cut = lambda logits: logits[..., :spec.num_classes].astype(jnp.float32)
+
+  def evaluate(logits, teacher_logits, labels, topk):
+    inputs = TermInputs(logits, teacher_logits, labels, jax.nn.one_hot(labels, spec.num_classes),
+                        state.step, spec.steps_per_epoch, {}, {}, batch["index"],
+                        prepared.objective_key, batch.get("mask"), teacher_topk=topk)
+    loss, metrics, _ = spec.objective(inputs, trainable["aux"], state.aux_state,
+                                      (hparams or {}).get("terms"))
+    return loss, metrics
+
+  teachers = prepared.teacher_logits or ()
+  loss, metrics, correct, tokens = chunked_objective(
+      evaluate, lambda h: cut(apply_head(head, h)), features[final],
+      tuple(lambda h, p=p: cut(apply_head(p, h)) for p in prepared.teacher_heads), teachers,
+      prepared.labels, batch.get("mask"), prepared.teacher_topk, spec.loss_chunk)
+  return loss, ((correct, tokens), state.model_state, metrics, state.aux_state)
 
 
 def train_step(spec: StepSpec, state: TrainState, teacher_variables: Sequence[dict],

@@ -1,6 +1,12 @@
 """What the language models share: rotary position embeddings (with the scalings
 pretrained checkpoints use), the attention mask (causal, padding, documents, sliding
-window) and grouped-query attention.
+window), grouped-query attention, and the key/value cache of incremental decoding.
+
+Decoding (a model called with decode=True; jaxkd.engine.generation drives it): each
+attention layer keeps the keys and values of every position so far in the flax 'cache'
+collection ([B, L, N_kv, D], L the length of the call that created it), and the model a
+position counter; a call with T new tokens writes their keys and values at the counter,
+attends over the cache up to each token's own position, and advances the counter by T.
 
 Computed as transformers computes them (the inverse frequencies 1 / theta^(2i/d) in
 float32, the half-split rotation of GPT-NeoX and LLaMA, softmax in float32), so a model
@@ -9,6 +15,7 @@ imported from a Hugging Face checkpoint gives its logits (tests/test_hf.py).
 
 import math
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -74,3 +81,44 @@ def attend(query: jax.Array, key: jax.Array, value: jax.Array, allowed: jax.Arra
   than the query (grouped-query attention: each serves N / N_kv query heads). A query that
   sees no key (a padding position) gets a finite, unused output."""
   return jax.nn.dot_product_attention(query, key, value, mask=allowed, scale=scale)
+
+
+def positions_of(module: nn.Module, length: int, decode: bool) -> jax.Array:
+  """The positions [T] of a call's T tokens: 0 .. T - 1, or when decoding the T after
+  those already in the cache (the counter in `module`'s 'cache' collection, advanced by T;
+  the call that creates the cache starts at 0 and does not advance it)."""
+  if not decode:
+    return jnp.arange(length)
+  initialized = module.has_variable("cache", "decoded")
+  counter = module.variable("cache", "decoded", lambda: jnp.zeros((), jnp.int32))
+  start = counter.value
+  if initialized:
+    counter.value = start + length
+  return start + jnp.arange(length)
+
+
+def decode_mask(positions: jax.Array, cache_length: int, sliding_window: int = 0) -> jax.Array:
+  """Which cache slots [1, 1, T, L] the tokens at `positions` see: their own and earlier
+  positions (slots past them are not yet written), within the sliding window if any."""
+  query, key = positions[:, None], jnp.arange(cache_length)[None, :]
+  allowed = key <= query
+  if sliding_window:
+    allowed = allowed & (query - key < sliding_window)
+  return allowed[None, None]
+
+
+def cached(module: nn.Module, key: jax.Array, value: jax.Array, start: jax.Array
+           ) -> tuple[jax.Array, jax.Array]:
+  """(keys, values) [B, L, N_kv, D] of the whole cache with this call's [B, T, N_kv, D]
+  written from position `start`; the call that creates the cache (of this call's length)
+  returns them as they are."""
+  initialized = module.has_variable("cache", "cached_key")
+  keys = module.variable("cache", "cached_key", jnp.zeros, key.shape, key.dtype)
+  values = module.variable("cache", "cached_value", jnp.zeros, value.shape, value.dtype)
+  if not initialized:
+    return key, value
+  keys.value = jax.lax.dynamic_update_slice_in_dim(keys.value, key.astype(keys.value.dtype),
+                                                   start, axis=1)
+  values.value = jax.lax.dynamic_update_slice_in_dim(
+      values.value, value.astype(values.value.dtype), start, axis=1)
+  return keys.value, values.value

@@ -8,7 +8,8 @@ loads into it and a trained one is written back. The options cover what the fami
 configs vary: grouped-query heads, head_dim, the rotary base and its scalings ('linear',
 'llama3'), biases on the attention projections (Qwen2's q/k/v) or on the MLP, a sliding
 attention window on some or all layers (Mistral, Qwen2), tied embeddings. Called as
-model(tokens [B, T], train, mask=None, segments=None) -> logits [B, T, V]; feature paths
+model(tokens [B, T], train, mask=None, segments=None, decode=False) -> logits [B, T, V]
+(decode: incremental, with the key/value cache of jaxkd.models.attention); feature paths
 layers_<i> (the residual stream after block i) and norm.
 """
 
@@ -18,7 +19,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.models.attention import apply_rotary, attend, attention_mask, rope_frequencies
+from jaxkd.models.attention import (apply_rotary, attend, attention_mask, cached,
+                                    decode_mask, positions_of, rope_frequencies)
 from jaxkd.models.registry import MODELS
 
 
@@ -47,14 +49,18 @@ class Attention(nn.Module):
   o_bias: bool
 
   @nn.compact
-  def __call__(self, x: jax.Array, allowed: jax.Array, frequencies: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, allowed, frequencies: jax.Array, positions: jax.Array,
+               decode: bool) -> jax.Array:
     batch, length, width = x.shape
     project = lambda heads, name: nn.Dense(heads * self.head_dim, use_bias=self.qkv_bias,
                                            name=name)(x).reshape(batch, length, heads, -1)
-    q = apply_rotary(project(self.num_heads, "q_proj"), frequencies)
-    k = apply_rotary(project(self.num_kv_heads, "k_proj"), frequencies)
-    attended = attend(q, k, project(self.num_kv_heads, "v_proj"), allowed,
-                      scale=self.head_dim ** -0.5)
+    q = apply_rotary(project(self.num_heads, "q_proj"), frequencies, positions)
+    k = apply_rotary(project(self.num_kv_heads, "k_proj"), frequencies, positions)
+    v = project(self.num_kv_heads, "v_proj")
+    if decode:  # the cache's keys and values; `allowed` a function of its length
+      k, v = cached(self, k, v, positions[0])
+      allowed = allowed(k.shape[1])
+    attended = attend(q, k, v, allowed, scale=self.head_dim ** -0.5)
     return nn.Dense(width, use_bias=self.o_bias, name="o_proj")(
         attended.reshape(batch, length, -1))
 
@@ -83,10 +89,12 @@ class DecoderLayer(nn.Module):
   activation: str
 
   @nn.compact
-  def __call__(self, x: jax.Array, allowed: jax.Array, frequencies: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, allowed, frequencies: jax.Array, positions: jax.Array,
+               decode: bool) -> jax.Array:
     x = x + Attention(self.num_heads, self.num_kv_heads, self.head_dim, self.qkv_bias,
                       self.o_bias, name="self_attn")(
-                          RMSNorm(self.eps, name="input_layernorm")(x), allowed, frequencies)
+                          RMSNorm(self.eps, name="input_layernorm")(x), allowed, frequencies,
+                          positions, decode)
     return x + MLP(self.intermediate_size, self.mlp_bias, self.activation, name="mlp")(
         RMSNorm(self.eps, name="post_attention_layernorm")(x))
 
@@ -129,25 +137,30 @@ class Llama(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: jax.Array, train: bool = False, mask: jax.Array | None = None,
-               segments: jax.Array | None = None) -> jax.Array:
+               segments: jax.Array | None = None, decode: bool = False) -> jax.Array:
     length = tokens.shape[1]
     if length > self.max_len:
       raise ValueError(f"sequences of {length} tokens exceed max_len {self.max_len}.")
+    positions = positions_of(self, length, decode)
     embed = nn.Embed(self.num_classes, self.hidden_size, name="embed_tokens",
                      embedding_init=nn.initializers.normal(0.02))
     x = embed(tokens)
     frequencies = rope_frequencies(self.dim, self.rope_theta, self.rope_type, self.rope_factor,
                                    self.rope_low_freq_factor, self.rope_high_freq_factor,
                                    self.rope_original_max)
-    full = attention_mask(length, mask, segments)
-    windowed = (attention_mask(length, mask, segments, self.sliding_window)
-                if self.sliding_window else full)
+    if decode:  # over the cache, whose length the layers know
+      full = lambda cache_length: decode_mask(positions, cache_length)
+      windowed = lambda cache_length: decode_mask(positions, cache_length, self.sliding_window)
+    else:
+      full = attention_mask(length, mask, segments)
+      windowed = (attention_mask(length, mask, segments, self.sliding_window)
+                  if self.sliding_window else full)
     for i in range(self.num_layers):
       use_window = self.sliding_window and (not self.sliding_layers or i in self.sliding_layers)
       x = DecoderLayer(self.num_heads, self.kv_heads, self.dim, self.intermediate_size,
                        self.rms_norm_eps, self.qkv_bias, self.o_bias, self.mlp_bias,
                        self.activation, name=f"layers_{i}")(
-                           x, windowed if use_window else full, frequencies)
+                           x, windowed if use_window else full, frequencies, positions, decode)
     x = RMSNorm(self.rms_norm_eps, name="norm")(x)
     if self.tie_embeddings:
       return embed.attend(x)

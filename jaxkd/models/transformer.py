@@ -4,7 +4,9 @@ Called on token ids [B, T] (int), it returns next-token logits [B, T, V] (V = th
 vocabulary, the dataset's num_classes). Options: depth, width, heads, MLP width,
 RMSNorm (Zhang & Sennrich 2019) or LayerNorm, rotary (Su et al. 2021) or learned
 positions, the output layer tied to the token embedding or its own, dropout. Attention is
-causal, and stays inside a document of a packed window (jaxkd.models.attention). Feature paths for hidden-state matching:
+causal, and stays inside a document of a packed window (jaxkd.models.attention); with
+decode=True a call is one step of incremental decoding over the key/value cache (ibid.).
+Feature paths for hidden-state matching:
 `block<i>` (the residual stream after block i) and `final_norm`.
 
 Logical axes (LOGICAL_AXES, param_logical_axes): each parameter's axes by name
@@ -18,7 +20,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxkd.models.attention import apply_rotary, attend, attention_mask, rope_frequencies
+from jaxkd.models.attention import (apply_rotary, attend, attention_mask, cached,
+                                    decode_mask, positions_of, rope_frequencies)
 from jaxkd.models.mlp import RateDropout
 from jaxkd.models.registry import MODELS
 
@@ -41,7 +44,8 @@ class Block(nn.Module):
   dropout: float
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool, allowed: jax.Array) -> jax.Array:
+  def __call__(self, x: jax.Array, train: bool, allowed, positions: jax.Array,
+               decode: bool) -> jax.Array:
     width = x.shape[-1]
     head_dim = width // self.num_heads
     h = _norm(self.norm, "attention_norm")(x)
@@ -49,7 +53,10 @@ class Block(nn.Module):
                for name in ("query", "key", "value"))
     if self.positions == "rotary":
       frequencies = rope_frequencies(head_dim)
-      q, k = apply_rotary(q, frequencies), apply_rotary(k, frequencies)
+      q, k = apply_rotary(q, frequencies, positions), apply_rotary(k, frequencies, positions)
+    if decode:  # the cache's keys and values; `allowed` a function of its length
+      k, v = cached(self, k, v, positions[0])
+      allowed = allowed(k.shape[1])
     attended = attend(q, k, v, allowed)
     h = nn.DenseGeneral(width, axis=(-2, -1), use_bias=False, name="out")(attended)
     x = x + RateDropout(self.dropout, deterministic=not train)(h)
@@ -78,7 +85,7 @@ class TransformerLM(nn.Module):
 
   @nn.compact
   def __call__(self, tokens: jax.Array, train: bool = False, mask: jax.Array | None = None,
-               segments: jax.Array | None = None) -> jax.Array:
+               segments: jax.Array | None = None, decode: bool = False) -> jax.Array:
     """Logits [B, T, V] of tokens [B, T]; mask [B, T] (0: padding) and segments [B, T] (the
     document of each token in a packed window) keep attention off padding and inside a
     document."""
@@ -87,18 +94,20 @@ class TransformerLM(nn.Module):
                        "an even width.")
     if tokens.shape[1] > self.max_len:
       raise ValueError(f"sequences of {tokens.shape[1]} tokens exceed max_len {self.max_len}.")
+    positions = positions_of(self, tokens.shape[1], decode)
     embed = nn.Embed(self.num_classes, self.embed_dim, name="embed",
                      embedding_init=nn.initializers.normal(0.02))
     x = embed(tokens)
     if self.positions == "learned":
       x = x + nn.Embed(self.max_len, self.embed_dim, name="position",
-                       embedding_init=nn.initializers.normal(0.02))(jnp.arange(tokens.shape[1]))
+                       embedding_init=nn.initializers.normal(0.02))(positions)
     elif self.positions != "rotary":
       raise ValueError(f"positions must be 'rotary' or 'learned', not '{self.positions}'.")
-    allowed = attention_mask(tokens.shape[1], mask, segments)
+    allowed = ((lambda cache_length: decode_mask(positions, cache_length)) if decode
+               else attention_mask(tokens.shape[1], mask, segments))
     for i in range(self.num_layers):
       x = Block(self.num_heads, self.mlp_dim, self.norm, self.positions, self.dropout,
-                name=f"block{i}")(x, train, allowed)
+                name=f"block{i}")(x, train, allowed, positions, decode)
     x = _norm(self.norm, "final_norm")(x)
     return embed.attend(x) if self.tie_embeddings else nn.Dense(self.num_classes,
                                                                 name="head")(x)

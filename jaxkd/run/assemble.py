@@ -16,6 +16,7 @@ from jaxkd.data.arrays import input_dtype
 from jaxkd.data.catalog import load_source_split
 from jaxkd.data.transfer import build_transfer_set, check_objective
 from jaxkd.distill import Objective, build_objective
+from jaxkd.engine import chunked
 from jaxkd.engine.evaluation import make_eval_step
 from jaxkd.engine.features import feature_shapes
 from jaxkd.engine.on_policy import OnPolicy
@@ -25,7 +26,7 @@ from jaxkd.engine.state import TrainState, init_train_state, stream
 from jaxkd.engine.step import Precision, StepSpec
 from jaxkd.errors import JaxkdError
 from jaxkd.log import say
-from jaxkd.models import create_model
+from jaxkd.models import create_model, lm_head
 from jaxkd.run.stages import take_over
 from jaxkd.run.teachers import prepare_teachers
 from jaxkd.run.warm_start import warm_start
@@ -143,6 +144,19 @@ def _check_classes(model, variables: dict, data, what: str = "the model") -> Non
         f"the tokenizer's ids (the rest is its vocabulary's padding).")
 
 
+def _loss_chunk(config, objective, model, teachers, data) -> int:
+  """config.train.loss_chunk, refused where a chunked loss would not be the dense one."""
+  chunk = config.train.loss_chunk
+  if chunk:
+    if data.kind != "tokens":
+      raise JaxkdError(f"train.loss_chunk={chunk} chunks a language model's positions; this "
+                       f"data's inputs are '{data.kind}'. Set train.loss_chunk=0.")
+    for module in (model, *teachers):
+      lm_head.check(module)
+    chunked.check(objective, chunk, data.input_shape[0])
+  return chunk
+
+
 def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | None,
              datasets: tuple[ArrayDataset, ArrayDataset] | None = None, mesh: Mesh | None = None,
              carry: dict | None = None, parts: Parts | None = None) -> Run:
@@ -204,7 +218,8 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
                   schedule, steps_per_epoch, config.dataset.mixup_alpha, precision, frozen,
                   keep_model_state="params" in config.train.freeze,
                   student_eval_mode=config.train.student_eval_mode,
-                  on_policy=OnPolicy.from_config(config.distill.on_policy, train_data.kind))
+                  on_policy=OnPolicy.from_config(config.distill.on_policy, train_data.kind),
+                  loss_chunk=_loss_chunk(config, objective, model, teachers, train_data))
   source = ("cached soft labels" if cached_logits is not None else
             f"{len(teachers)} online teacher(s)" if teachers else "no teacher")
   return Run(config, None if workdir is None else pathlib.Path(workdir), mesh, train_data,

@@ -9,13 +9,24 @@ import ml_collections
 from jax.sharding import Mesh
 
 from jaxkd.data import ArrayDataset
+from jaxkd.data.tokenizers import same_vocabulary
 from jaxkd.distill import Objective
 from jaxkd.errors import JaxkdError
 from jaxkd.engine.sharding import place
 from jaxkd.files import fingerprint
 from jaxkd.log import say
-from jaxkd.run.saved import load_run, pin
+from jaxkd.run.saved import TOKENIZER_FILE, load_run, pin
 from jaxkd.run.soft_labels import cache_meta, load_soft_labels
+
+
+def _check_tokenizer(run, data: ArrayDataset) -> None:
+  """A teacher whose tokenizer gives ids to other tokens than the data's would be compared
+  with the student id by id on different tokens: refused."""
+  theirs = pathlib.Path(run.workdir) / TOKENIZER_FILE
+  if data.tokenizer and theirs.is_file() and not same_vocabulary(theirs, data.tokenizer):
+    raise JaxkdError(f"the teacher in {run.workdir} has another tokenizer ({theirs}) than the "
+                     f"data ({data.tokenizer}): its ids stand for other tokens. Set "
+                     f"dataset.tokenizer={run.workdir} so that both read the same ids.")
 
 
 def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
@@ -68,6 +79,7 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
                        f"student's dataset {train_data.name} has {train_data.num_classes}; "
                        "distil between models of the same classes.")
     if train_data.kind == "tokens":
+      _check_tokenizer(run, train_data)
       continue  # No preprocessing; a causal LM reads any length up to its max_len.
     if run.input_shape != train_data.input_shape:
       raise JaxkdError(_input_shape_mismatch(run, train_data))
