@@ -7,6 +7,8 @@ and read back through the import) or a workdir:
   fkl         forward KL(teacher || student) per token, the teacher online
   cached_fkl  forward KL from the teacher's cached top-16 log-probabilities (CACHE:
               jaxkd.run.soft_labels --top_k=16 over this transfer set); no teacher runs
+  cached_fkl_ce  the same beside ce, 0.5 each: the cache says nothing of how the teacher
+              spreads its tail mass over the other 4,080 tokens, the labels do
   jsd         generalized JSD, beta 0.5 (GKD), the teacher online
 
   python -m jaxkd train --config=configs/shakespeare/bpe_student.py:fkl,runs/lm_pretrained/teacher_hf \\
@@ -16,9 +18,10 @@ and read back through the import) or a workdir:
 import importlib.util
 import pathlib
 
-ARMS = ("alone", "fkl", "cached_fkl", "jsd")
+ARMS = ("alone", "fkl", "cached_fkl", "cached_fkl_ce", "jsd")
 TERMS = {"alone": {"ce": {"weight": 1.0}}, "fkl": {"fkl": {"weight": 1.0}},
          "cached_fkl": {"fkl": {"weight": 1.0}},
+         "cached_fkl_ce": {"ce": {"weight": 0.5}, "fkl": {"weight": 0.5}},
          "jsd": {"gjsd": {"weight": 1.0, "beta": 0.5}}}
 TOP_K = 16
 
@@ -33,7 +36,7 @@ def get_config(arg: str = "fkl,runs/lm_pretrained/teacher_hf"):
   config.optimizer.learning_rate = 3e-3
   config.train.update(num_steps=600, eval_every_steps=600, checkpoint_every_steps=300)
   config.distill.terms = TERMS[arm]
-  if arm == "cached_fkl":
+  if arm.startswith("cached_fkl"):
     config.distill.soft_labels = (cache[0] if cache else
                                   str(pathlib.Path(teacher).parent / "topk16.npz"),)
   elif arm != "alone":

@@ -45,7 +45,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 CONFIGS = HERE.parents[1] / "configs" / "shakespeare"
 PROMPT, HORIZON, PROMPTS = 32, 64, 64  # generation quality: prompt and sampled tokens
 LABELS = {"alone": "student alone (ce)", "fkl": "forward KL, teacher online",
-          "cached_fkl": "forward KL, cached top-16", "jsd": "JSD(0.5), teacher online"}
+          "cached_fkl": "forward KL, cached top-16",
+          "cached_fkl_ce": "ce + forward KL, cached top-16 (0.5 each)",
+          "jsd": "JSD(0.5), teacher online"}
 
 
 def shrink(config, steps: int, smoke: bool):
@@ -117,11 +119,10 @@ class Timings(dict):
 
 def quality_of(workdirs, teacher, data, smoke: bool) -> list[dict]:
   """Generation quality of each run's continuations of the test plays (64 prompts of 32
-  tokens, 64 tokens sampled at temperature 1; smoke: 4 prompts of 4 and 8)."""
-  mesh = make_mesh(jax.devices()[:1])
+  tokens spread over the plays, 64 tokens sampled at temperature 1; smoke: 4 prompts of 4
+  and 8)."""
   prompt, horizon, count = (4, 8, 4) if smoke else (PROMPT, HORIZON, PROMPTS)
-  return [generation_quality.score(load_run(w, mesh), teacher, data, prompt, horizon, count,
-                                   temperature=1.0, seed=0) for w in workdirs]
+  return generation_quality.score_runs(workdirs, teacher, data, prompt, horizon, count)
 
 
 def main_with(args):
@@ -172,22 +173,15 @@ def main_with(args):
   lines = [markdown_table(["model", "validation bits/byte", "test bits/byte",
                            "test perplexity/token", "validation, per seed",
                            "wall min"], table, align="lrrrrr")]
-  of = lambda results, key: [r[key] for r in results]
-  generation = [["teacher", f"{quality['teacher']['rouge_l']:.3f}",
-                 f"{quality['teacher']['teacher_nll']:.2f}",
-                 f"{quality['teacher']['distinct_2']:.3f}"]]
-  generation += [[label, cell(of(rows[arm]["generation"], "rouge_l")),
-                  cell(of(rows[arm]["generation"], "teacher_nll")),
-                  cell(of(rows[arm]["generation"], "distinct_2"))]
-                 for arm, label in LABELS.items()]
+  generation = {"teacher": [quality["teacher"]],
+                **{label: rows[arm]["generation"] for arm, label in LABELS.items()}}
   prompt, horizon, count = (4, 8, 4) if args.smoke else (PROMPT, HORIZON, PROMPTS)
   lines += ["", f"Generation on the test plays: {count} prompts of {prompt} tokens, {horizon} "
             "tokens sampled at temperature 1 with the key/value cache (seed 0), scored as "
             "MiniLLM, GKD and DistiLLM report (jaxkd.jobs.generation_quality): ROUGE-L F1 "
             "against the reference continuation, the teacher's NLL of the sampled tokens "
             "(nats per token; lower: more teacher-like), distinct-2. Mean ± std over the seeds.",
-            "", markdown_table(["model", "ROUGE-L", "teacher NLL", "distinct-2"], generation,
-                               align="lrrr")]
+            "", generation_quality.table(generation)]
   total = sum(timings.values())
   lines += ["", f"Students: {params['student']:,} parameters "
             f"({params['teacher'] / params['student']:.1f}x smaller), mean ± sample std over "

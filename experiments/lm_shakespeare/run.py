@@ -6,9 +6,11 @@
 Steps (finished ones are reused): train the teacher (configs/shakespeare/teacher.py);
 cache its top-16 log-probabilities over the students' transfer set (float16); train each
 arm of configs/shakespeare/student.py over the seeds as one population (one compiled step
-for the seeds); time the distillation step with the teacher online and from the cache.
-Validation picks nothing here: every run is read at its last step; the test split is
-reported beside the validation split.
+for the seeds); time the distillation step with the teacher online and from the cache;
+score every run's generated continuations of the test plays (64 prompts of 16 characters
+spread over the plays, 48 characters sampled at temperature 1 with the key/value cache;
+jaxkd.jobs.generation_quality). Validation picks nothing here: every run is read at its
+last step; the test split is reported beside the validation split.
 """
 
 import json
@@ -19,7 +21,9 @@ import jax
 from absl import flags
 
 from jaxkd.cli import common
+from jaxkd.data import load_split
 from jaxkd.files import write_text
+from jaxkd.jobs import generation_quality
 from jaxkd.run.assemble import assemble, transfer_set_of
 from jaxkd.config import load_config_file
 from jaxkd.run.metrics import read_metrics
@@ -29,7 +33,7 @@ from jaxkd.run.saved import load_run
 from jaxkd.engine.sharding import make_mesh, shard_batch
 from jaxkd.run.soft_labels import write_soft_labels
 from jaxkd.jobs.stats import mean_std, plus_minus
-from jaxkd.jobs.timing import median_ms
+from jaxkd.jobs.timing import cpu_model, median_ms
 from jaxkd.engine.step import make_train_step
 from jaxkd.run.train import train_and_evaluate
 
@@ -38,6 +42,7 @@ CONFIGS = HERE.parents[1] / "configs" / "shakespeare"
 LABELS = {"alone": "student alone (ce)", "fkl": "forward KL", "rkl": "reverse KL",
           "jsd": "JSD(0.5)", "cached_fkl": "forward KL, cached top-16",
           "on_policy": "on-policy JSD(0.5), lambda 0.5"}
+PROMPT, HORIZON, PROMPTS = 16, 48, 64  # generation quality: prompt and sampled characters
 
 
 def shrink(config, steps: int, smoke: bool):
@@ -105,6 +110,12 @@ def main_with(args):
   timings["cache"] = time.perf_counter() - start - timings["teacher"]
   seeds = list(range(args.seeds))
   rows = {}
+  prompt, horizon, count = (4, 8, 4) if args.smoke else (PROMPT, HORIZON, PROMPTS)
+  test_data = load_split(student("alone", root, 0, 0, args.smoke).dataset, "test")
+  teacher_run = load_run(root / "teacher", make_mesh(jax.devices()[:1]))
+  quality = lambda workdirs: generation_quality.score_runs(workdirs, teacher_run, test_data,
+                                                          prompt, horizon, count)
+  generation = {"teacher": quality([root / "teacher"])}
   for arm in LABELS:
     began = time.perf_counter()
     configs = [student(arm, root, s, args.student_steps, args.smoke) for s in seeds]
@@ -113,6 +124,8 @@ def main_with(args):
     rows[arm] = {split: [last(w, split)["bits_per_token"] for w in workdirs]
                  for split in ("validation", "test")}
     timings[arm] = time.perf_counter() - began
+    rows[arm]["generation"] = quality(workdirs)
+    generation[LABELS[arm]] = rows[arm]["generation"]
   speed = {name: tokens_per_second(student(arm, root, 0, args.student_steps, args.smoke))
            for name, arm in (("online", "fkl"), ("cached", "cached_fkl"))}
   teacher_metrics = {split: last(root / "teacher", split)["bits_per_token"]
@@ -126,17 +139,25 @@ def main_with(args):
              ", ".join(f"{v:.3f}" for v in rows[arm]["validation"])] for arm, label in LABELS.items()]
   lines = [markdown_table(["model", "validation bits/char", "test bits/char",
                            "validation, per seed"], table)]
+  lines += ["", f"Generation on the test plays: {count} prompts of {prompt} characters spread "
+            f"over the plays, {horizon} characters sampled at temperature 1 with the key/value "
+            "cache (seed 0), scored as MiniLLM, GKD and DistiLLM report "
+            "(jaxkd.jobs.generation_quality): ROUGE-L F1 against the reference continuation, "
+            "the teacher's NLL of the sampled characters (nats per character; lower: more "
+            "teacher-like), distinct-2. Mean ± std over the seeds.", "",
+            generation_quality.table(generation)]
   total = time.perf_counter() - start
   lines += ["", f"Students: {params['student']:,} parameters, mean ± sample std over seeds "
             f"{seeds} (each arm's seeds trained as one population). Distillation step of one "
             f"student: {speed['online']:,.0f} tokens/s with the teacher online, "
             f"{speed['cached']:,.0f} tokens/s from the cache. Wall time: "
             + ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())
-            + f"; all {total / 60:.1f} min ({jax.devices()[0].device_kind}, "
-            f"{jax.device_count()} device(s))."]
+            + f"; all {total / 60:.1f} min (generation scoring included) on {cpu_model()} "
+            f"({jax.device_count()} device(s), jax {jax.__version__})."]
   body = "\n".join(lines)
   print(body)
   write_text(root / "table.json", json.dumps({"rows": rows, "teacher": teacher_metrics,
+                                               "teacher_generation": generation["teacher"],
                                                "speed": speed, "timings": timings}, indent=1))
   if not args.no_readme:
     write_between_markers(HERE / "README.md", body)

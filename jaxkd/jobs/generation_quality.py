@@ -10,8 +10,9 @@ continuations are scored by
   distinct_n   distinct-1/2/3 (Li et al. 2016): the share of distinct token n-grams among
                all n-grams of the continuations (low: repetitive text).
 
-Prompts are the first `prompt_len` tokens of the first `count` windows of a held-out
-split; the reference is the window's next `horizon` tokens.
+Prompts are the first `prompt_len` tokens of `count` windows spread evenly over a held-out
+split (every part of it, not only its first document); the reference is the window's next
+`horizon` tokens.
 """
 
 import re
@@ -22,6 +23,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxkd.engine.generation import generate
+from jaxkd.engine.sharding import make_mesh
+from jaxkd.jobs.stats import mean_std, plus_minus
+from jaxkd.jobs.tables import markdown_table
+from jaxkd.run.saved import load_run
 
 WORD = re.compile(r"[a-z0-9]+")
 
@@ -80,7 +85,8 @@ def score(student, teacher, data, prompt_len: int, horizon: int, count: int = 64
   if length > data.inputs.shape[1]:
     raise ValueError(f"prompt_len + horizon = {length} exceeds the windows' {data.inputs.shape[1]} "
                      "tokens.")
-  windows = np.asarray(data.inputs[:count, :length], np.int32)
+  picked = np.linspace(0, len(data) - 1, min(count, len(data))).round().astype(int)
+  windows = np.asarray(data.inputs[picked, :length], np.int32)
   decode = decoder_for(data)
   vocabulary = data.num_classes
   kept = slice(prompt_len - 1, length - 1)  # labels of positions prompt_len .. length - 1
@@ -108,3 +114,22 @@ def score(student, teacher, data, prompt_len: int, horizon: int, count: int = 64
   if teacher is not None:
     result["teacher_nll"] = nll / max(len(generated) * horizon, 1)
   return result
+
+
+def score_runs(workdirs, teacher, data, prompt_len: int, horizon: int, count: int) -> list[dict]:
+  """score() of each finished run in `workdirs` (read on one device), sampled at
+  temperature 1 with seed 0, so that runs differ only by their weights."""
+  mesh = make_mesh(jax.devices()[:1])
+  return [score(load_run(w, mesh), teacher, data, prompt_len, horizon, count) for w in workdirs]
+
+
+METRICS = (("rouge_l", "ROUGE-L", 3), ("teacher_nll", "teacher NLL", 2),
+           ("distinct_2", "distinct-2", 3))
+
+
+def table(results: dict[str, list[dict]]) -> str:
+  """A markdown table of score()'s results: a row per label, each cell the mean ± sample std
+  over the label's results (its seeds), or the one value."""
+  rows = [[label, *(plus_minus(*mean_std([r[key] for r in runs]), digits=digits)
+                    for key, _, digits in METRICS)] for label, runs in results.items()]
+  return markdown_table(["model", *(name for _, name, _ in METRICS)], rows, align="lrrr")
