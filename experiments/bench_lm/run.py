@@ -1,8 +1,9 @@
-"""Language-model distillation steps measured: their memory dense against chunked, and the
-cost of on-policy generation with the key/value cache.
+"""Language-model distillation steps measured: tokens/s against PyTorch + TRL, the cost of
+on-policy generation with the key/value cache, and memory dense against chunked; each
+part's table goes into README.md (--no_readme: printed only).
 
-  python experiments/bench_lm/run.py [--part memory|on_policy|peers|all]
-      [--vocabularies 32768,131072] [--chunk 128] [--python /tmp/refenv/bin/python]
+  python experiments/bench_lm/run.py [--part=memory|on_policy|peers|all]
+      [--vocabularies=32768,131072] [--chunk=128] [--python=/tmp/refenv/bin/python]
 
 memory: the compiled step's own buffers as XLA plans them (`Compiled.memory_analysis()`),
   dense against train.loss_chunk, at each vocabulary with 8k tokens per batch (8
@@ -23,7 +24,6 @@ peers: tokens/s of the distillation step (JSD(0.5), AdamW, batch 16 x 128) at
 Each part prints a markdown table and one JSON line per row, naming the device and CPU.
 """
 
-import argparse
 import json
 import pathlib
 import statistics
@@ -34,14 +34,25 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 
+from jaxkd.cli import common
 from jaxkd.config import base_config
 from jaxkd.engine.sharding import make_mesh, shard_batch
 from jaxkd.engine.step import make_train_step
-from jaxkd.jobs.tables import markdown_table
+from jaxkd.jobs.tables import markdown_table, write_between_markers
 from jaxkd.jobs.timing import cpu_model, median_ms
 from jaxkd.models import create_model, hf
 from jaxkd.run.assemble import assemble
+
+
+README = pathlib.Path(__file__).with_name("README.md")
+TABLES = {}  # part -> its markdown table, as printed
+
+
+def show(part: str, table: str) -> None:
+  TABLES[part] = table
+  print(table)
 
 
 def llama(layers: int, width: int, tied: bool, length: int, heads: int = 4,
@@ -116,7 +127,7 @@ def memory(root: pathlib.Path, vocabularies, chunk: int, batch: int = 8,
       rows.append(step_memory(root, vocabulary, c, batch, length))
       print(json.dumps({"part": "memory", **rows[-1], "device": _device()}), flush=True)
   gib = lambda b: f"{b / 2**30:.2f}"
-  print(markdown_table(
+  show("memory", markdown_table(
       ["vocabulary", "tokens per batch", "loss", "temporary GiB", "arguments GiB",
        "outputs GiB", "one [B, T, V] float32 GiB"],
       [[f"{r['vocabulary']:,}", f"{r['tokens']:,}",
@@ -147,7 +158,7 @@ def on_policy(root: pathlib.Path, calls: int = 10, batch: int = 32, length: int 
   row = {**times, "ratio": times["on_policy"] / times["off_policy"],
          "generated_tokens": length - prompt, "batch": batch}
   print(json.dumps({"part": "on_policy", **row, "device": _device()}), flush=True)
-  print(markdown_table(["step", "ms (median)", "vs off-policy"],
+  show("on_policy", markdown_table(["step", "ms (median)", "vs off-policy"],
                        [["off-policy (teacher online)", f"{times['off_policy']:.1f}", "1.00x"],
                         [f"on-policy, {length - prompt} tokens generated with the cache",
                          f"{times['on_policy']:.1f}", f"{row['ratio']:.2f}x"]], align="lrr"))
@@ -212,7 +223,7 @@ def peers(root: pathlib.Path, python: str, steps: int = 20, warmup: int = 3, bat
                 torch_threads=torch_side["threads"], torch_attention=torch_side["attention"])
   speed = lambda ms: result["tokens_per_step"] / ms * 1000
   print(json.dumps({"part": "peers", **result, "device": _device()}), flush=True)
-  print(markdown_table(
+  table = markdown_table(
       ["step (JSD 0.5, AdamW)", "ms (median)", "tokens/s", "vs PyTorch + TRL"],
       [["PyTorch + transformers + TRL, teacher online", f"{result['torch_ms']:.1f}",
         f"{speed(result['torch_ms']):,.0f}", "1.00x"],
@@ -221,9 +232,12 @@ def peers(root: pathlib.Path, python: str, steps: int = 20, warmup: int = 3, bat
         f"{result['torch_ms'] / result['jaxkd_online_ms']:.2f}x"],
        ["jaxkd, cached top-16 teacher", f"{result['jaxkd_cached_ms']:.1f}",
         f"{speed(result['jaxkd_cached_ms']):,.0f}",
-        f"{result['torch_ms'] / result['jaxkd_cached_ms']:.2f}x"]], align="lrrr"))
-  print(f"First loss from the same weights and batch: jaxkd {result['jaxkd_first_loss']:.6f}, "
-        f"TRL {result['torch_first_loss']:.6f}.")
+        f"{result['torch_ms'] / result['jaxkd_cached_ms']:.2f}x"]], align="lrrr")
+  versions = ", ".join(f"{k} {v}" for k, v in result["versions"].items())
+  show("peers", table + f"\n\n{batch} sequences of {length} tokens per step; median of {steps} "
+       f"steps after {warmup} warm-up steps. First loss from the same weights and batch: jaxkd "
+       f"{result['jaxkd_first_loss']:.6f}, TRL {result['torch_first_loss']:.6f}. PyTorch side: "
+       f"{versions}, {result['torch_threads']} threads, attention {result['torch_attention']}.")
   return result
 
 
@@ -231,23 +245,38 @@ def _device() -> str:
   return f"{jax.devices()[0].device_kind} ({cpu_model()})"
 
 
-def main(part: str, vocabularies, chunk: int, python: str) -> None:
+_FLAGS = {}
+PARTS = ("peers", "on_policy", "memory")
+
+
+def define_flags():
+  _FLAGS["part"] = flags.DEFINE_enum("part", "all", (*PARTS, "all"), "What to measure.")
+  _FLAGS["python"] = common.path_flag(
+      "python", "/tmp/refenv/bin/python", "A Python with torch, transformers and trl, for "
+      "--part peers.")
+  _FLAGS["vocabularies"] = flags.DEFINE_list("vocabularies", ["32768", "131072"],
+                                             "Vocabulary sizes of --part memory.")
+  _FLAGS["chunk"] = flags.DEFINE_integer("chunk", 128, "train.loss_chunk of --part memory.",
+                                         lower_bound=1)
+  _FLAGS["no_readme"] = flags.DEFINE_boolean("no_readme", False, "Print the tables only.")
+
+
+def main():
+  args = common.values(_FLAGS)
+  parts = PARTS if args.part == "all" else (args.part,)
   with tempfile.TemporaryDirectory() as tmp:
-    if part in ("peers", "all"):
-      peers(pathlib.Path(tmp), python)
-    if part in ("on_policy", "all"):
-      on_policy(pathlib.Path(tmp))
-    if part in ("memory", "all"):
-      memory(pathlib.Path(tmp), vocabularies, chunk)
+    for part in parts:
+      if part == "peers":
+        peers(pathlib.Path(tmp), args.python)
+      elif part == "on_policy":
+        on_policy(pathlib.Path(tmp))
+      else:
+        memory(pathlib.Path(tmp), [int(v) for v in args.vocabularies], args.chunk)
+      if not args.no_readme:  # each part's table in its own block of README.md
+        write_between_markers(README, TABLES[part] + f"\n\nOn {_device()}, jax {jax.__version__}.",
+                              f"<!-- {part} -->", f"<!-- /{part} -->")
   print(f"\nOn {_device()}, jax {jax.__version__}.")
 
 
 if __name__ == "__main__":
-  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--part", default="all", choices=("memory", "on_policy", "peers", "all"))
-  parser.add_argument("--python", default="/tmp/refenv/bin/python",
-                      help="A Python with torch, transformers and trl, for --part peers.")
-  parser.add_argument("--vocabularies", default="32768,131072")
-  parser.add_argument("--chunk", type=int, default=128)
-  args = parser.parse_args()
-  main(args.part, [int(v) for v in args.vocabularies.split(",")], args.chunk, args.python)
+  common.run(main, define_flags=define_flags)
