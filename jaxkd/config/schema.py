@@ -69,6 +69,9 @@ def base_config() -> ml_collections.ConfigDict:
       # e.g. a Transformer's heads, MLP units and vocabulary: tensor-parallel). Read from
       # disk straight into that layout; the student is the same in every layout.
       teacher_layout="replicated",
+      # A teacher with another tokenizer than the data's (cross-tokenizer terms: uld): its
+      # tokenizer.json or a directory with one; '': the one in the teacher's directory.
+      teacher_tokenizer="",
       # Language models: with probability `fraction` a batch of sequences the student
       # generates from `prompt_len` tokens of the data, scored by the teacher (GKD;
       # generator='teacher': sequence-level KD). jaxkd.engine.on_policy.

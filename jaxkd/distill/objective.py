@@ -102,6 +102,11 @@ class Objective:
     return any(t.method.uses_teacher for t in self.terms)
 
   @property
+  def cross_tokenizer(self) -> bool:
+    """A term compares a teacher with its own tokenizer (jaxkd.distill.uld)."""
+    return any(t.method.cross_tokenizer for t in self.terms)
+
+  @property
   def student_paths(self) -> tuple[str, ...]:
     return tuple(dict.fromkeys(p for t in self.terms if t.method.features
                                for p in _flat_paths(t.student_path)))

@@ -67,6 +67,9 @@ class TermInputs:
   teacher: Any = None
   temperature: Any = None
   teacher_topk: Any = None  # A cached LM teacher: (log-probs, token ids), each [B, T, k].
+  # A teacher with its own tokenizer (jaxkd.data.alignment): its tokens, labels and spans,
+  # the student's tokens and spans, and vocab_map (a constant: teacher id -> student id).
+  cross: Any = None
 
 
 class Method(nn.Module):
@@ -81,6 +84,7 @@ class Method(nn.Module):
   features: ClassVar[bool] = False
   uses_teacher: ClassVar[bool] = True
   needs_labels: ClassVar[bool] = False  # Reads every example's label (refused on unlabeled).
+  cross_tokenizer: ClassVar[bool] = False  # Compares a teacher of another tokenizer (uld).
   data_fields: ClassVar[tuple[str, ...]] = ()  # Fields with_data sets: not options.
 
   def __init_subclass__(cls, **kwargs):

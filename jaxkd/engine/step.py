@@ -46,6 +46,19 @@ class Precision:
     return cls(jnp.dtype(precision.student), jnp.dtype(precision.teacher))
 
 
+@dataclasses.dataclass(frozen=True, eq=False)
+class CrossTokenizer:
+  """A teacher with its own tokenizer (jaxkd.run.cross_tokenizer): it reads the batch's
+  teacher_tokens / teacher_segments (the same text through its tokenizer), its logits are
+  cut to its tokenizer's `teacher_num_classes` ids, and `vocab_map` [teacher_num_classes]
+  gives the student id of each teacher token the two vocabularies share (-1: none)."""
+
+  teacher_num_classes: int
+  vocab_map: Any  # np.ndarray: a constant of the compiled step
+
+  BATCH_KEYS = ("student_span", "teacher_span", "teacher_labels", "teacher_tokens")
+
+
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
   """What a train step is made of.
@@ -76,6 +89,7 @@ class StepSpec:
   student_eval_mode: bool = False
   on_policy: OnPolicy | None = None
   loss_chunk: int = 0  # > 0: a language model's loss C positions at a time (engine.chunked)
+  cross_tokenizer: CrossTokenizer | None = None
 
 
 def _cast_input(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -97,18 +111,21 @@ def teacher_outputs(spec: StepSpec, teacher_variables: Sequence[dict], batch: Ba
   if not spec.objective.needs_teacher or "teacher_topk_ids" in batch:
     return None, {}
   dtype, paths = spec.precision.teacher, spec.objective.teacher_paths
+  width, extra = spec.num_classes, model_inputs(batch)
+  if spec.cross_tokenizer is not None:  # the same text through the teacher's own tokenizer
+    inputs, extra = batch["teacher_tokens"], {"segments": batch["teacher_segments"]}
+    width = spec.cross_tokenizer.teacher_num_classes
   if spec.loss_chunk:  # The final hidden states: the loss makes the logits chunk by chunk.
     hidden = tuple(jax.lax.stop_gradient(apply_with_features(
         teacher, _cast(variables, dtype), _cast_input(inputs, dtype), [final_path(teacher)],
-        **model_inputs(batch))[1][final_path(teacher)]) for teacher, variables in
+        **extra)[1][final_path(teacher)]) for teacher, variables in
         zip(spec.teachers, teacher_variables))
     return hidden, {}
   outputs = [to_float32(apply_with_features(teacher, _cast(variables, dtype),
-                                            _cast_input(inputs, dtype), paths,
-                                            **model_inputs(batch)))
+                                            _cast_input(inputs, dtype), paths, **extra))
              for teacher, variables in zip(spec.teachers, teacher_variables)]
   # A language model's vocabulary may be padded past the tokenizer's: compare the ids it has.
-  logits = jnp.stack([logits[..., :spec.num_classes] for logits, _, _ in outputs])
+  logits = jnp.stack([logits[..., :width] for logits, _, _ in outputs])
   features = {path: jnp.stack([features[path] for _, features, _ in outputs]) for path in paths}
   return jax.lax.stop_gradient(logits), jax.lax.stop_gradient(features)
 
@@ -130,6 +147,7 @@ class Prepared:
   # With spec.loss_chunk: each teacher's output-layer parameters (its teacher_logits are
   # then its final hidden states, one per teacher).
   teacher_heads: tuple = ()
+  cross: dict | None = None  # A teacher of another tokenizer: the batch's spans and tokens.
 
 
 def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: Sequence[dict],
@@ -155,8 +173,10 @@ def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: 
   heads = tuple(_cast(head_params(teacher, variables["params"]), spec.precision.teacher)
                 for teacher, variables in zip(spec.teachers, teacher_variables)) if (
       spec.loss_chunk and teacher_logits is not None) else ()
+  cross = None if spec.cross_tokenizer is None else {
+      "student_tokens": inputs, **{k: batch[k] for k in CrossTokenizer.BATCH_KEYS}}
   return Prepared(inputs, targets, teacher_logits, teacher_features, dropout_key, objective_key,
-                  batch["label"], topk, model_inputs(batch), heads)
+                  batch["label"], topk, model_inputs(batch), heads, cross)
 
 
 def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
@@ -182,7 +202,10 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
     term_inputs = TermInputs(logits, prepared.teacher_logits, labels, prepared.targets,
                              state.step, spec.steps_per_epoch, features,
                              prepared.teacher_features, batch["index"], prepared.objective_key,
-                             batch.get("mask"), teacher_topk=prepared.teacher_topk)
+                             batch.get("mask"), teacher_topk=prepared.teacher_topk,
+                             cross=None if prepared.cross is None else {
+                                 **prepared.cross,
+                                 "vocab_map": spec.cross_tokenizer.vocab_map})
     loss, term_metrics, aux_state = spec.objective(term_inputs, trainable["aux"], state.aux_state,
                                                    (hparams or {}).get("terms"))
     return loss, (logits, new_model_state, term_metrics, aux_state)

@@ -27,6 +27,7 @@ from jaxkd.engine.step import Precision, StepSpec
 from jaxkd.errors import JaxkdError
 from jaxkd.log import say
 from jaxkd.models import create_model, lm_head
+from jaxkd.run import cross_tokenizer
 from jaxkd.run.stages import take_over
 from jaxkd.run.teachers import prepare_teachers
 from jaxkd.run.warm_start import warm_start
@@ -176,6 +177,8 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
   preprocess_fields = preprocessing(config.dataset, train_data.input_shape[-1])
   objective = build_objective(config.distill, steps_per_epoch, total_steps)
   check_objective(objective, train_data, config)
+  if objective.cross_tokenizer:
+    cross_tokenizer.check(config, objective, train_data)
   precision = Precision.from_config(config.precision)
   if parts.teachers or parts.cached_logits is not None:
     teachers = tuple(module for module, _ in parts.teachers)
@@ -186,6 +189,11 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
   else:
     teachers, teacher_variables, cached_logits, sources = prepare_teachers(
         config.distill, objective, train_data, preprocess_fields, mesh, precision.teacher)
+  cross = None
+  if objective.cross_tokenizer:  # A teacher with its own tokenizer: the same text in its tokens.
+    cross, extras = cross_tokenizer.prepare(config, train_data, teachers[0])
+    for name, values in extras.items():
+      batches.add_extra(name, values)
   if isinstance(cached_logits, dict):  # A language model's top-k per token.
     for name, values in cached_logits.items():
       batches.add_extra(name, values)
@@ -219,7 +227,8 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
                   keep_model_state="params" in config.train.freeze,
                   student_eval_mode=config.train.student_eval_mode,
                   on_policy=OnPolicy.from_config(config.distill.on_policy, train_data.kind),
-                  loss_chunk=_loss_chunk(config, objective, model, teachers, train_data))
+                  loss_chunk=_loss_chunk(config, objective, model, teachers, train_data),
+                  cross_tokenizer=cross)
   source = ("cached soft labels" if cached_logits is not None else
             f"{len(teachers)} online teacher(s)" if teachers else "no teacher")
   return Run(config, None if workdir is None else pathlib.Path(workdir), mesh, train_data,

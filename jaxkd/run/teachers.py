@@ -26,7 +26,8 @@ def _check_tokenizer(run, data: ArrayDataset) -> None:
   if data.tokenizer and theirs.is_file() and not same_vocabulary(theirs, data.tokenizer):
     raise JaxkdError(f"the teacher in {run.workdir} has another tokenizer ({theirs}) than the "
                      f"data ({data.tokenizer}): its ids stand for other tokens. Set "
-                     f"dataset.tokenizer={run.workdir} so that both read the same ids.")
+                     f"dataset.tokenizer={run.workdir} so that both read the same ids, or "
+                     "distil across tokenizers with the uld term (distill.terms.uld).")
 
 
 def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
@@ -70,6 +71,8 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
   # whole on one device), without its optimizer state.
   runs = [load_run(workdir, mesh, layout=config.teacher_layout) for workdir in teachers]
   for run in runs:
+    if objective.cross_tokenizer:  # its own tokenizer and vocabulary (run.cross_tokenizer)
+      continue
     if train_data.kind == "tokens" and run.num_classes > train_data.num_classes:
       say(f"the teacher in {run.workdir} has {run.num_classes} output ids, the tokenizer "
           f"{train_data.num_classes}: compared on the tokenizer's ids (its vocabulary's "

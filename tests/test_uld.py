@@ -1,0 +1,317 @@
+"""Universal logit distillation across tokenizers: the value and gradient of TRL's GOLD
+ULDLoss (fixtures of tests/reference/make_gold_fixtures.py) for every setting, the spans of
+jaxkd.data.alignment on hand-worked strings, and a student distilled from a teacher of
+another tokenizer end to end."""
+
+import json
+import pathlib
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxkd.data import alignment
+from jaxkd.distill import TermInputs
+from jaxkd.distill.uld import ULD
+from jaxkd.errors import JaxkdError
+
+GOLD = pathlib.Path(__file__).resolve().parent / "reference" / "fixtures" / "gold"
+OPTIONS = {  # GOLD's settings (make_gold_fixtures.SETTINGS) as uld's options
+    "positions": dict(alignment="positions", merge="observed"),
+    "positions_hybrid": dict(alignment="positions", merge="observed", hybrid=True),
+    "observed": dict(merge="observed"),
+    "bayesian": dict(merge="bayesian"),
+    "hybrid_adaptive": dict(merge="bayesian", hybrid=True),
+    "hybrid_fixed_beta0": dict(merge="observed", hybrid=True, matched_weight=0.3, beta=0.0),
+    "temperatures": dict(merge="bayesian", student_temperature=2.0, teacher_temperature=0.5),
+}
+
+
+def _ours(arrays: dict, side: str, positional: bool):
+  """One side of GOLD's inputs in jaxkd's layout: for each sequence, positions 0..n of the
+  logits from the one before its first completion token (GOLD's bayesian slice, plus one
+  for its observed slice), tokens, next-token labels (-1 past the completion; its end of
+  text skipped, as GOLD's default) and the byte ends of the predicted tokens."""
+  ids, labels, offsets = (arrays[f"{side}_{k}"] for k in ("ids", "labels", "offsets"))
+  rows = []
+  for i in range(len(ids)):
+    answer = np.nonzero(labels[i] != -100)[0]
+    start, size = answer[0], len(answer) - 1  # without the end of text
+    window = np.arange(start - 1, start + size)
+    rows.append(dict(positions=window, tokens=ids[i, window],
+                     labels=np.append(ids[i, start:start + size], -1),
+                     ends=offsets[i, start:start + size, 1]))
+  width = max(len(r["positions"]) for r in rows)
+  pad = lambda x, value: np.pad(x, (0, width - len(x)), constant_values=value)
+  return rows, {"tokens": np.stack([pad(r["tokens"], 0) for r in rows]),
+                "labels": np.stack([pad(r["labels"], -1) for r in rows])}
+
+
+def _spans(student_rows, teacher_rows):
+  width_s = max(len(r["positions"]) for r in student_rows)
+  width_t = max(len(r["positions"]) for r in teacher_rows)
+  spans_s, spans_t = np.full((len(student_rows), width_s), -1), np.full(
+      (len(student_rows), width_t), -1)
+  for i, (s, t) in enumerate(zip(student_rows, teacher_rows)):
+    a, b = alignment.spans(s["ends"], t["ends"], same_start=True)
+    spans_s[i, :len(a)], spans_t[i, :len(b)] = a, b
+  return spans_s, spans_t
+
+
+@pytest.mark.parametrize("setting", sorted(OPTIONS))
+def test_uld_equals_trl_gold(setting):
+  arrays = dict(np.load(GOLD / "uld.npz"))
+  meta = json.loads((GOLD / "uld.json").read_text())
+  student_rows, student = _ours(arrays, "student", False)
+  teacher_rows, teacher = _ours(arrays, "teacher", False)
+  spans_s, spans_t = _spans(student_rows, teacher_rows)
+  gather = lambda logits, rows, width: np.stack([
+      np.pad(logits[i, r["positions"]], ((0, width - len(r["positions"])), (0, 0)))
+      for i, r in enumerate(rows)])
+  student_logits = gather(arrays["student_logits"], student_rows, spans_s.shape[1])
+  teacher_logits = gather(arrays["teacher_logits"], teacher_rows, spans_t.shape[1])
+  tokenizers = [alignment_tokenizer(GOLD / f"{side}_tokenizer.json") for side in
+                ("student", "teacher")]
+  vocab_map = alignment.vocabulary_map(*tokenizers, teacher_logits.shape[-1])
+  method = ULD(**OPTIONS[setting])
+
+  def loss(logits):
+    cross = {"student_span": jnp.asarray(spans_s), "teacher_span": jnp.asarray(spans_t),
+             "teacher_labels": jnp.asarray(teacher["labels"]),
+             "teacher_tokens": jnp.asarray(teacher["tokens"]),
+             "student_tokens": jnp.asarray(student["tokens"]), "vocab_map": vocab_map}
+    inputs = TermInputs(logits, jnp.asarray(teacher_logits)[None], jnp.asarray(student["labels"]),
+                        None, jnp.zeros((), jnp.int32), cross=cross)
+    return method.apply({}, inputs)[0]
+
+  value, grad = jax.value_and_grad(loss)(jnp.asarray(student_logits))
+  assert float(value) == pytest.approx(meta["settings"][setting]["loss"], rel=1e-5)
+  expected = arrays[f"grad_{setting}"]
+  for i, row in enumerate(student_rows):
+    np.testing.assert_allclose(np.asarray(grad[i, :len(row["positions"])]),
+                               expected[i, row["positions"]], rtol=1e-4, atol=1e-7)
+    rest = np.delete(expected[i], row["positions"], axis=0)
+    assert np.all(rest == 0)  # GOLD's loss reads no other position
+
+
+def alignment_tokenizer(path):
+  from tokenizers import Tokenizer
+
+  return Tokenizer.from_file(str(path))
+
+
+# Hand-made byte-level BPEs (no pre-tokenizer splits: merges alone decide every token).
+STUDENT_MERGES = [("f", "a"), ("i", "r"), ("Ġ", "i"), ("Ġi", "s"), ("Ġ", "f"), ("o", "u"),
+                  ("Ġf", "ou"), ("Ġfou", "l"), ("Ċ", "ĉ"), ("c", "a"), ("ca", "f"),
+                  ("Ġ", "m"), ("Ġm", "y"), ("Ġ", "l"), ("o", "r"), ("Ġl", "or"), ("Ġlor", "d")]
+TEACHER_MERGES = [("a", "i"), ("f", "ai"), ("fai", "r"), ("Ġ", "i"), ("s", "Ġ"), ("f", "o"),
+                  ("u", "l"), ("ĉ", "c"), ("Ã", "©"), ("f", "Ã©"), ("Ġ", "m"), ("Ġm", "y"),
+                  ("Ġ", "l"), ("o", "r"), ("or", "d")]
+TEXT = "#fair is foul\n\tcafé my lord"
+END = "<|endoftext|>"
+
+
+def byte_bpe(merges):
+  from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+  vocab = {c: i for i, c in enumerate(sorted(pre_tokenizers.ByteLevel.alphabet()))}
+  vocab[END] = len(vocab)
+  for a, b in merges:
+    vocab.setdefault(a + b, len(vocab))
+  tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=list(merges)))
+  tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  tokenizer.decoder = decoders.ByteLevel()
+  tokenizer.add_special_tokens([END])
+  return tokenizer
+
+
+def _spans_as_text(student, teacher, seq_len, window=0):
+  """{span: (student's predicted tokens, teacher's)} of one window of TEXT (and its end of
+  text) cut into windows of seq_len by the student's tokenizer."""
+  from jaxkd.data import text
+
+  ids = np.asarray(student.encode(TEXT).ids + [student.token_to_id(END)], np.int32)
+  tokens, labels, _ = text.pack([ids], seq_len)
+  out = alignment.cross_tokenize(tokens, labels, student, teacher, 64)
+  return _named_spans(out, labels, student, teacher, window)
+
+
+def _named_spans(out, labels, student, teacher, window):
+  """{span: (the student's predicted tokens, the teacher's)} of one window, as strings."""
+  found = {}
+  for side, tokenizer, predicted, span in (
+      (0, student, labels[window], out["student_span"][window]),
+      (1, teacher, out["teacher_labels"][window], out["teacher_span"][window])):
+    for token, s in zip(predicted, span):
+      if s >= 0:
+        found.setdefault(int(s), ([], []))[side].append(tokenizer.id_to_token(int(token)))
+  return {s: tuple(map(tuple, sides)) for s, sides in sorted(found.items())}
+
+
+def test_the_hand_made_tokenizers_cut_the_text_as_designed():
+  assert byte_bpe(STUDENT_MERGES).encode(TEXT).tokens == [
+      "#", "fa", "ir", "Ġis", "Ġfoul", "Ċĉ", "caf", "Ã", "©", "Ġmy", "Ġlord"]
+  assert byte_bpe(TEACHER_MERGES).encode(TEXT).tokens == [
+      "#", "fair", "Ġi", "sĠ", "fo", "ul", "Ċ", "ĉc", "a", "fÃ©", "Ġmy", "Ġl", "ord"]
+
+
+def test_spans_by_hand_merges_splits_unicode_whitespace_and_a_word_boundary():
+  """Byte ends: student 3 5 8 13 15 18 19 20 23 28, teacher 5 7 9 11 13 14 16 17 20 23 25 28;
+  spans close at the common ends 5, 13, 20, 23, 28 and at the end of text."""
+  student, teacher = byte_bpe(STUDENT_MERGES), byte_bpe(TEACHER_MERGES)
+  expected = {
+      0: (("fa", "ir"), ("fair",)),  # two student tokens, one teacher token
+      1: (("Ġis", "Ġfoul"), ("Ġi", "sĠ", "fo", "ul")),  # 'sĠ' spans a word boundary
+      2: (("Ċĉ", "caf", "Ã", "©"), ("Ċ", "ĉc", "a", "fÃ©")),  # whitespace; é's two bytes split
+      3: (("Ġmy",), ("Ġmy",)),  # one to one
+      4: (("Ġlord",), ("Ġl", "ord")),  # one student token, two teacher tokens
+      5: ((END,), (END,)),
+  }
+  assert _spans_as_text(student, teacher, 11) == expected
+  # The other direction: the teacher's tokenizer for the student and the other way round.
+  mirrored = {k: (t, s) for k, (s, t) in expected.items()}
+  assert _spans_as_text(teacher, student, 13) == mirrored
+
+
+def test_a_window_that_starts_inside_a_teacher_token_drops_the_first_span():
+  """Windows of 3 student tokens: the third reads 'café my' (student caf|Ã|©|Ġmy, teacher
+  c|a|fÃ©|Ġmy). Both first tokens are input only, and they end at other bytes (3 and 1):
+  the span of é is cut on the teacher's side and counts for nothing; ' my' remains."""
+  student, teacher = byte_bpe(STUDENT_MERGES), byte_bpe(TEACHER_MERGES)
+  assert _spans_as_text(student, teacher, 3, window=2) == {0: (("Ġmy",), ("Ġmy",))}
+
+
+def test_documents_in_one_window_are_kept_apart_for_the_teacher_too():
+  """Two documents packed in one window: the teacher reads each with its own end of text
+  and segment, the label across the boundary counts on neither side."""
+  from jaxkd.data import text
+
+  student, teacher = byte_bpe(STUDENT_MERGES), byte_bpe(TEACHER_MERGES)
+  end_s, end_t = student.token_to_id(END), teacher.token_to_id(END)
+  docs = [np.asarray(student.encode(t).ids + [end_s], np.int32) for t in ("#fair", "# my lord")]
+  tokens, labels, _ = text.pack(docs, 7)
+  out = alignment.cross_tokenize(tokens, labels, student, teacher, 64)
+  assert [teacher.id_to_token(int(i)) for i in out["teacher_tokens"][0, :7]] == [
+      "#", "fair", END, "#", "Ġmy", "Ġl", "ord"]
+  np.testing.assert_array_equal(out["teacher_segments"][0, :7], [0, 0, 0, 1, 1, 1, 1])
+  assert out["teacher_labels"][0, 2] == -1 and labels[0, 3] == -1  # across the boundary
+  assert list(_named_spans(out, labels, student, teacher, 0).values()) == [
+      (("fa", "ir"), ("fair",)), ((END,), (END,)), (("Ġmy",), ("Ġmy",)),
+      (("Ġlord",), ("Ġl", "ord")), ((END,), (END,))]
+
+
+def test_the_shared_vocabulary_maps_equal_strings():
+  student, teacher = byte_bpe(STUDENT_MERGES), byte_bpe(TEACHER_MERGES)
+  mapping = alignment.vocabulary_map(student, teacher, teacher.get_vocab_size())
+  for name in ("Ġmy", "Ġl", "or", "a", END):
+    assert mapping[teacher.token_to_id(name)] == student.token_to_id(name)
+  for name in ("fair", "sĠ", "fÃ©", "ord"):  # only the teacher has these
+    assert mapping[teacher.token_to_id(name)] == -1
+
+
+def test_a_tokenizer_that_is_not_byte_level_is_refused():
+  from tokenizers import Tokenizer, models, pre_tokenizers
+
+  words = Tokenizer(models.WordLevel({"a": 0, "<|endoftext|>": 1}, unk_token="a"))
+  words.pre_tokenizer = pre_tokenizers.Whitespace()
+  with pytest.raises(JaxkdError, match="not a byte-level BPE"):
+    alignment.cross_tokenize(np.zeros((1, 2), np.int32), np.zeros((1, 2), np.int32), words,
+                             byte_bpe(TEACHER_MERGES), 8)
+
+
+def test_the_hybrid_leaves_out_the_unmatched_part_when_one_side_has_none():
+  """GOLD's rule, by hand: every student token is in the teacher's vocabulary, so the
+  hybrid is the matched tokens' JSD times their share of the teacher's vocabulary."""
+  from jaxkd.distill.uld import uld_per_span
+
+  p_s = np.array([[[0.5, 0.3, 0.2]]])
+  p_t = np.array([[[0.1, 0.2, 0.3, 0.4]]])
+  vocab_map = np.array([2, 0, 1, -1])  # teacher ids 0, 1, 2 are student ids 2, 0, 1
+  s, t = p_s[..., [2, 0, 1]], p_t[..., :3]
+  m = 0.5 * s + 0.5 * t
+  jsd = 0.5 * np.sum(t * np.log(t / m)) + 0.5 * np.sum(s * np.log(s / m))
+  value = uld_per_span(jnp.asarray(p_s), jnp.asarray(p_t), vocab_map, True, -1.0, 0.5)
+  assert float(value[0, 0]) == pytest.approx(0.75 * jsd, rel=1e-5)
+
+
+WORDS = ("the king is dead long live the queen my lord what say you to this "
+         "naïve café — fair is foul and foul is fair hover through the fog").split()
+
+
+@pytest.fixture(scope="module")
+def bpe_teacher(tmp_path_factory):
+  """Eight documents, and a teacher trained on them with a BPE of 400 tokens."""
+  from conftest import toy_config
+
+  from jaxkd.run import train
+
+  root = tmp_path_factory.mktemp("cross")
+  rng = np.random.default_rng(0)
+  for i in range(8):
+    (root / f"play{i}.txt").write_text(" ".join(rng.choice(WORDS, 300 + 40 * i)) + ".\n")
+
+  def config(vocabulary, **terms):
+    c = toy_config(num_steps=4, log_every_steps=2, checkpoint_every_steps=4)
+    c.dataset.update({"name": "text", "path": str(root), "vocab_size": vocabulary,
+                      "seq_len": 32, "validation_documents": ("play1",),
+                      "test_documents": ("play2",)})
+    c.train.update(batch_size=8, eval_batch_size=16)
+    c.model = {"name": "llama", "num_layers": 1, "hidden_size": 32, "intermediate_size": 64,
+               "num_heads": 4, "num_kv_heads": 2, "head_dim": 8, "max_len": 64, "init_from": ""}
+    if terms:
+      c.distill.terms = terms
+      c.distill.teachers = (str(root / "teacher"),)
+    return c
+
+  train.train_and_evaluate(config(400), root / "teacher")
+  return root, config
+
+
+def test_a_student_distils_from_a_teacher_of_another_tokenizer(bpe_teacher):
+  """The teacher reads the student's windows as its own tokens (the same bytes), the step
+  runs uld (hybrid) beside ce, and the run records the loss."""
+  from jaxkd.data import tokenizers
+  from jaxkd.engine.sharding import make_mesh
+  from jaxkd.run import train
+  from jaxkd.run.assemble import assemble
+  from jaxkd.run.metrics import read_metrics
+
+  root, config = bpe_teacher
+  student = config(300, ce={"weight": 1.0}, uld={"weight": 1.0, "hybrid": True})
+  run = assemble(student, None, mesh=make_mesh(jax.devices()[:1]))
+  batch = run.batches.batch(0)
+  student_tokenizer = tokenizers.load(run.train_data.tokenizer)
+  teacher_tokenizer = tokenizers.load(root / "teacher" / "tokenizer.json")
+  assert student_tokenizer.get_vocab_size() != teacher_tokenizer.get_vocab_size()
+  for row in range(2):  # the same text, byte for byte, up to the window's last label
+    student_text = student_tokenizer.decode(list(map(int, batch["tokens"][row])))
+    counted = batch["teacher_labels"][row] >= 0
+    teacher_ids = list(map(int, batch["teacher_tokens"][row][:int(np.sum(counted)) + 1]))
+    assert teacher_tokenizer.decode(teacher_ids)[:20] == student_text[:20]
+  train.train_and_evaluate(student, root / "student")
+  records = [r for r in read_metrics(root / "student") if r["split"] == "train"]
+  assert records and all(np.isfinite(r["loss/uld"]) and r["uld/spans"] > 0 for r in records)
+
+
+@pytest.mark.parametrize("terms, message", [
+    (dict(fkl={"weight": 1.0}), "another tokenizer .*distill.terms.uld"),
+    (dict(uld={"weight": 1.0}, fkl={"weight": 1.0}), r"terms \['fkl'\] compare teacher and"),
+    (dict(uld={"weight": 1.0, "merge": "chained"}), "merge one of"),
+])
+def test_mistakes_with_two_tokenizers_are_one_line(bpe_teacher, terms, message):
+  from jaxkd.run.assemble import assemble
+
+  _, config = bpe_teacher
+  with pytest.raises(JaxkdError, match=message):
+    assemble(config(300, **terms), None)
+
+
+def test_on_policy_with_two_tokenizers_is_refused(bpe_teacher):
+  from jaxkd.run.assemble import assemble
+
+  _, config = bpe_teacher
+  student = config(300, uld={"weight": 1.0})
+  student.distill.on_policy.fraction = 0.5
+  with pytest.raises(JaxkdError, match="on_policy.fraction=0"):
+    assemble(student, None)
