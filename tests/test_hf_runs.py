@@ -118,7 +118,8 @@ def test_a_teacher_read_sharded_over_8_devices_distils_the_same_student(tokens, 
 
 def test_the_pretrained_experiment_runs_small(tmp_path):
   """experiments/lm_pretrained/run.py end to end, tiny (its --smoke): teacher, export and
-  re-import, cache, every arm over two seeds as populations, the best student exported."""
+  re-import, cache, every arm over two seeds as populations, the best student exported;
+  then experiments/cross_tokenizer/run.py on its teacher."""
   import argparse
 
   module = load_script("experiments", "lm_pretrained", "run.py")
@@ -131,3 +132,12 @@ def test_the_pretrained_experiment_runs_small(tmp_path):
   for name in ("config.json", "model.safetensors", "tokenizer.json", "jaxkd_logits.npz"):
     assert (tmp_path / "best_export" / HF_DIR / name).is_file(), name
   assert (tmp_path / "teacher_export" / HF_DIR / "tokenizer.json").is_file()
+  # experiments/cross_tokenizer on this teacher: students of another tokenizer; the
+  # reference arm (the teacher's tokenizer, forward KL) is the fkl arm above, reused.
+  cross = load_script("experiments", "cross_tokenizer", "run.py")
+  cross.main_with(argparse.Namespace(seeds=2, workdir=tmp_path / "cross", pretrained=tmp_path,
+                                     student_steps=2, no_readme=True, smoke=True))
+  table = json.loads((tmp_path / "cross" / "table.json").read_text())
+  assert set(table["rows"]) == set(cross.LABELS) and table["rows"]["reference"]["reused"]
+  assert all(np.all(np.isfinite(row["test"])) for row in table["rows"].values())
+  assert 0.5 < table["alignment"]["aligned"] <= 1

@@ -276,6 +276,7 @@ def test_a_student_distils_from_a_teacher_of_another_tokenizer(bpe_teacher):
   from jaxkd.run import train
   from jaxkd.run.assemble import assemble
   from jaxkd.run.metrics import read_metrics
+  from jaxkd.run.saved import load_run
 
   root, config = bpe_teacher
   student = config(300, ce={"weight": 1.0}, uld={"weight": 1.0, "hybrid": True})
@@ -292,6 +293,14 @@ def test_a_student_distils_from_a_teacher_of_another_tokenizer(bpe_teacher):
   train.train_and_evaluate(student, root / "student")
   records = [r for r in read_metrics(root / "student") if r["split"] == "train"]
   assert records and all(np.isfinite(r["loss/uld"]) and r["uld/spans"] > 0 for r in records)
+  alone = config(300, ce={"weight": 1.0})
+  alone.distill.teachers = ()
+  train.train_and_evaluate(alone, root / "alone")
+  mesh = make_mesh(jax.devices()[:1])
+  moved = [float(np.max(np.abs(a - b))) for a, b in zip(
+      jax.tree.leaves(load_run(root / "student", mesh).variables),
+      jax.tree.leaves(load_run(root / "alone", mesh).variables))]
+  assert max(moved) > 1e-4  # the teacher's term moved the student
 
 
 @pytest.mark.parametrize("terms, message", [

@@ -19,7 +19,6 @@ invocation reuses what is done and keeps them.
 
 import json
 import pathlib
-import time
 
 import jax
 from absl import flags
@@ -32,9 +31,9 @@ from jaxkd.jobs import generation_quality
 from jaxkd.jobs.export import HF_DIR, export, hf_parity_sample
 from jaxkd.jobs.stats import mean_std, plus_minus
 from jaxkd.jobs.tables import markdown_table, write_between_markers
-from jaxkd.jobs.timing import cpu_model
+from jaxkd.jobs.timing import StageTimes, cpu_model
 from jaxkd.run.assemble import transfer_set_of
-from jaxkd.run.metrics import read_metrics
+from jaxkd.run.metrics import last_record
 from jaxkd.run.population import train_population
 from jaxkd.run.saved import load_run
 from jaxkd.engine.sharding import make_mesh
@@ -74,10 +73,6 @@ def teacher_dir(root: pathlib.Path) -> pathlib.Path:
   return root / "teacher_export" / HF_DIR
 
 
-def last(workdir: pathlib.Path, split: str) -> dict:
-  return [r for r in read_metrics(workdir) if r["split"] == split][-1]
-
-
 _FLAGS = {}
 
 
@@ -97,26 +92,6 @@ def main():
   main_with(common.values(_FLAGS))
 
 
-class Timings(dict):
-  """Wall seconds per stage, kept in ROOT/timings.json: a stage timed once keeps its time
-  when a later invocation finds it done and reuses it."""
-
-  def __init__(self, root: pathlib.Path):
-    self.path = root / "timings.json"
-    old = root / "table.json"  # written by a run before timings.json existed
-    found = (json.loads(self.path.read_text()) if self.path.exists() else
-             json.loads(old.read_text()).get("timings", {}) if old.exists() else {})
-    super().__init__(found)
-
-  def run(self, name: str, work) -> None:
-    began = time.perf_counter()
-    work()
-    if name not in self:
-      self[name] = time.perf_counter() - began
-      self.path.parent.mkdir(parents=True, exist_ok=True)
-      write_text(self.path, json.dumps(dict(self), indent=1) + "\n")
-
-
 def quality_of(workdirs, teacher, data, smoke: bool) -> list[dict]:
   """Generation quality of each run's continuations of the test plays (64 prompts of 32
   tokens spread over the plays, 64 tokens sampled at temperature 1; smoke: 4 prompts of 4
@@ -127,7 +102,7 @@ def quality_of(workdirs, teacher, data, smoke: bool) -> list[dict]:
 
 def main_with(args):
   root = pathlib.Path(args.workdir).absolute()
-  timings = Timings(root)
+  timings = StageTimes(root / "timings.json", legacy=root / "table.json")
   teacher = shrink(load_config_file(CONFIGS / "bpe_teacher.py"), args.teacher_steps,
                    args.smoke)
   timings.run("teacher", lambda: train_and_evaluate(teacher, root / "teacher"))
@@ -150,16 +125,16 @@ def main_with(args):
     configs = [student(arm, root, s, args.student_steps, args.smoke) for s in seeds]
     workdirs = [root / arm / f"seed={s}" for s in seeds]
     timings.run(arm, lambda: train_population(configs, workdirs, root / arm / "population"))
-    rows[arm] = {split: [last(w, split)["bits_per_byte"] for w in workdirs]
+    rows[arm] = {split: [last_record(w, split)["bits_per_byte"] for w in workdirs]
                  for split in ("validation", "test")}
-    rows[arm]["perplexity"] = [last(w, "test")["perplexity"] for w in workdirs]
+    rows[arm]["perplexity"] = [last_record(w, "test")["perplexity"] for w in workdirs]
     rows[arm]["generation"] = quality_of(workdirs, imported, test_data, args.smoke)
   best_arm = min(LABELS, key=lambda arm: mean_std(rows[arm]["validation"])[0])
   best_seed = min(seeds, key=lambda s: rows[best_arm]["validation"][s])
   best = root / best_arm / f"seed={best_seed}"
   export(best, root / "best_export", latency_repeats=1, latency_batch_size=2)
   sample = hf_parity_sample(root / "best_export" / HF_DIR)
-  teacher_metrics = {split: last(root / "teacher", split)["bits_per_byte"]
+  teacher_metrics = {split: last_record(root / "teacher", split)["bits_per_byte"]
                      for split in ("validation", "test")}
   params = {"teacher": imported.num_params,
             "student": load_run(best, mesh).num_params}

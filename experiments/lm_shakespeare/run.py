@@ -26,7 +26,7 @@ from jaxkd.files import write_text
 from jaxkd.jobs import generation_quality
 from jaxkd.run.assemble import assemble, transfer_set_of
 from jaxkd.config import load_config_file
-from jaxkd.run.metrics import read_metrics
+from jaxkd.run.metrics import last_record
 from jaxkd.run.population import train_population
 from jaxkd.jobs.tables import markdown_table, write_between_markers
 from jaxkd.run.saved import load_run
@@ -59,10 +59,6 @@ def student(arm: str, root: pathlib.Path, seed: int, steps: int, smoke: bool = F
   config = load_config_file(CONFIGS / "student.py", f"{arm},{root / 'teacher'},{root / 'topk16.npz'}")
   config.seed = seed
   return shrink(config, steps, smoke)
-
-
-def last(workdir: pathlib.Path, split: str) -> dict:
-  return [r for r in read_metrics(workdir) if r["split"] == split][-1]
 
 
 def tokens_per_second(config, steps: int = 20) -> float:
@@ -121,14 +117,14 @@ def main_with(args):
     configs = [student(arm, root, s, args.student_steps, args.smoke) for s in seeds]
     workdirs = [root / arm / f"seed={s}" for s in seeds]
     train_population(configs, workdirs, root / arm / "population")
-    rows[arm] = {split: [last(w, split)["bits_per_token"] for w in workdirs]
+    rows[arm] = {split: [last_record(w, split)["bits_per_token"] for w in workdirs]
                  for split in ("validation", "test")}
     timings[arm] = time.perf_counter() - began
     rows[arm]["generation"] = quality(workdirs)
     generation[LABELS[arm]] = rows[arm]["generation"]
   speed = {name: tokens_per_second(student(arm, root, 0, args.student_steps, args.smoke))
            for name, arm in (("online", "fkl"), ("cached", "cached_fkl"))}
-  teacher_metrics = {split: last(root / "teacher", split)["bits_per_token"]
+  teacher_metrics = {split: last_record(root / "teacher", split)["bits_per_token"]
                      for split in ("validation", "test")}
   params = {name: load_run(root / path, make_mesh()).num_params
             for name, path in (("teacher", "teacher"), ("student", "alone/seed=0"))}

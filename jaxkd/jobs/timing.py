@@ -3,7 +3,9 @@ own, after warm-up calls; the median is what a table reports. Benchmarks, report
 and experiments time here; so are XLA's FLOP count of a program, the device's measured
 matmul peak and the description of the machine a number was measured on."""
 
+import json
 import os
+import pathlib
 import platform
 import statistics
 import time
@@ -11,6 +13,8 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+
+from jaxkd.files import write_text
 
 
 def time_calls(run: Callable[[], Any], calls: int, warmup: int) -> list[float]:
@@ -95,3 +99,25 @@ def environment(mesh=None) -> dict:
           "threads": cpu_threads(), "cpu_count": os.cpu_count(),
           "xla_flags": os.environ.get("XLA_FLAGS", ""), "python": platform.python_version(),
           "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
+
+
+class StageTimes(dict):
+  """Wall seconds of an experiment's stages, kept in `path` (JSON): a stage timed once keeps
+  its time when a later invocation finds it done and reuses it."""
+
+  def __init__(self, path, legacy=None):
+    self.path = pathlib.Path(path)
+    legacy = None if legacy is None else pathlib.Path(legacy)
+    found = (json.loads(self.path.read_text()) if self.path.exists() else
+             json.loads(legacy.read_text()).get("timings", {}) if legacy and legacy.exists()
+             else {})
+    super().__init__(found)
+
+  def run(self, name: str, work: Callable[[], Any]) -> None:
+    """Runs work() and keeps its wall time under `name` unless one is kept already."""
+    began = time.perf_counter()
+    work()
+    if name not in self:
+      self[name] = time.perf_counter() - began
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+      write_text(self.path, json.dumps(dict(self), indent=1) + "\n")

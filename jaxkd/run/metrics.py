@@ -39,6 +39,14 @@ def read_metrics(workdir: str | pathlib.Path) -> list[dict]:
   return records
 
 
+def last_record(workdir: str | pathlib.Path, split: str) -> dict:
+  """The last record of `split` ('train', 'validation', 'test') in a run's metrics."""
+  records = [r for r in read_metrics(workdir) if r["split"] == split]
+  if not records:
+    raise JaxkdError(f"{workdir} has no {split} record in its metrics.jsonl; has it run?")
+  return records[-1]
+
+
 def _plain(value):
   value = np.asarray(value).item() if np.ndim(value) == 0 else np.asarray(value).tolist()
   return None if isinstance(value, float) and not math.isfinite(value) else value
