@@ -316,11 +316,47 @@ def test_mistakes_with_two_tokenizers_are_one_line(bpe_teacher, terms, message):
     assemble(config(300, **terms), None)
 
 
-def test_on_policy_with_two_tokenizers_is_refused(bpe_teacher):
+def test_on_policy_samples_are_re_tokenized_for_the_teacher(bpe_teacher, tmp_path):
+  """distill.on_policy with a teacher of another tokenizer: the step's batch becomes the
+  student's continuations of the prompts, and the teacher's tokens of the same text; the
+  prompt's labels count for nothing. The run logs which steps were on-policy and the cost."""
+  from jaxkd.data import tokenizers
+  from jaxkd.engine.sharding import make_mesh, shard_batch
+  from jaxkd.run import cross_tokenizer, train
+  from jaxkd.run.assemble import assemble
+  from jaxkd.run.metrics import read_metrics
+
+  root, config = bpe_teacher
+  student = config(300, uld={"weight": 1.0})
+  student.distill.on_policy.update(fraction=1.0, prompt_len=8)
+  run = assemble(student, None, mesh=make_mesh(jax.devices()[:1]))
+  seen = []
+  step = cross_tokenizer.on_policy_step(run, lambda state, batch: (seen.append(batch) or state, {}))
+  host = run.batches.batch(0)
+  step(run.state, (host, shard_batch(host, run.mesh)))
+  batch = jax.device_get(seen[0])
+  np.testing.assert_array_equal(batch["tokens"][:, :8], host["tokens"][:, :8])  # the prompts
+  assert np.all(batch["label"][:, :7] == -1) and np.all(batch["label"][:, 7:] >= 0)
+  assert not np.array_equal(batch["tokens"], host["tokens"])  # sampled, not the data
+  student_tokenizer = tokenizers.load(run.train_data.tokenizer)
+  teacher_tokenizer = tokenizers.load(root / "teacher" / "tokenizer.json")
+  for row in range(2):
+    text = student_tokenizer.decode(list(map(int, batch["tokens"][row])))
+    used = int(np.sum(batch["teacher_labels"][row] >= 0)) + 1
+    read = teacher_tokenizer.decode(list(map(int, batch["teacher_tokens"][row][:used])))
+    assert read[:15] == text[:15]
+  assert np.all(batch["segments"] == 0)  # one sequence, one document
+  train.train_and_evaluate(student, tmp_path / "on_policy")
+  records = [r for r in read_metrics(tmp_path / "on_policy") if r["split"] == "train"]
+  assert all(r["on_policy"] == 1.0 and r["retokenize_ms"] > 0 for r in records)
+  assert all(np.isfinite(r["loss/uld"]) for r in records)
+
+
+def test_on_policy_across_tokenizers_refuses_the_teacher_as_generator(bpe_teacher):
   from jaxkd.run.assemble import assemble
 
   _, config = bpe_teacher
   student = config(300, uld={"weight": 1.0})
-  student.distill.on_policy.fraction = 0.5
-  with pytest.raises(JaxkdError, match="on_policy.fraction=0"):
+  student.distill.on_policy.update(fraction=0.5, generator="teacher")
+  with pytest.raises(JaxkdError, match="generator='student'"):
     assemble(student, None)

@@ -105,15 +105,17 @@ class _Pieces:
   """A window's text, document by document: the bytes of each document piece and each
   student token's (document, end byte) key."""
 
-  def __init__(self, ids: list[int], table: list[bytes | None], end_id: int):
+  def __init__(self, ids: list[int], table: list[bytes | None], end_id: int,
+               specials: str = "error"):
     self.texts, self.keys, current = [], [], bytearray()
     for token in ids:
-      if token == end_id:  # a document ends: one virtual byte past its text
+      piece = table[token] if 0 <= token < len(table) else None
+      if token == end_id or (piece is None and specials == "break"):
+        # a document ends (or a special token stands for a break): one virtual byte past it
         self.keys.append(len(self.texts) * SPAN + len(current) + 1)
         self.texts.append(bytes(current))
         current = bytearray()
         continue
-      piece = table[token] if 0 <= token < len(table) else None
       if piece is None:
         raise JaxkdError(f"token id {token} of the student's data has no bytes (a special "
                          "token inside the text); cross-tokenizer alignment cannot place it.")
@@ -142,7 +144,8 @@ class _Pieces:
 
 
 def cross_tokenize(tokens: np.ndarray, labels: np.ndarray, student_tokenizer,
-                   teacher_tokenizer, max_len: int) -> dict[str, np.ndarray]:
+                   teacher_tokenizer, max_len: int, length: int = 0,
+                   specials: str = "error") -> dict[str, np.ndarray]:
   """The teacher's view of the student's windows, and the spans that line them up.
 
   tokens, labels [N, T]: the student's windows (labels[:, t] = tokens[:, t + 1], the last
@@ -150,7 +153,8 @@ def cross_tokenize(tokens: np.ndarray, labels: np.ndarray, student_tokenizer,
     teacher_tokens, teacher_labels, teacher_segments [N, Tt]: the same text through the
       teacher's tokenizer (documents ended by its end-of-text token, kept apart by the
       segments; -1 labels across documents and on padding), Tt the longest window's
-      length rounded up to a multiple of 8, at most max_len;
+      length rounded up to a multiple of 8, at most max_len; or `length`, the windows cut
+      to it (the spans of cut tokens count for nothing: a step's fixed shape);
     student_span [N, T], teacher_span [N, Tt]: the span of each predicted token (-1: none).
   """
   from jaxkd.data.tokenizers import end_of_text
@@ -162,7 +166,7 @@ def cross_tokenize(tokens: np.ndarray, labels: np.ndarray, student_tokenizer,
   windows = []
   for row, row_labels in zip(np.asarray(tokens), np.asarray(labels)):
     ids = list(row) + ([int(row_labels[-1])] if row_labels[-1] != UNLABELED else [])
-    windows.append(_Pieces([int(i) for i in ids], table, student_end))
+    windows.append(_Pieces([int(i) for i in ids], table, student_end, specials))
   flat = [(w, d, start, text) for w, pieces in enumerate(windows)
           for d, (start, text) in enumerate(pieces.decoded())]
   encoded = teacher_tokenizer.encode_batch([text for *_, text in flat], add_special_tokens=False)
@@ -184,12 +188,12 @@ def cross_tokenize(tokens: np.ndarray, labels: np.ndarray, student_tokenizer,
       teacher_keys[w].append(d * SPAN + len(windows[w].texts[d]) + 1)
       teacher_docs[w].append(d)
   longest = max(max(len(ids) - 1 for ids in teacher_ids), 1)
-  length = -(-longest // 8) * 8
-  if longest > max_len:
-    raise JaxkdError(f"the teacher's tokenizer makes windows of up to {longest} tokens from the "
-                     f"student's, more than the teacher's max_len {max_len}; lower "
-                     "dataset.seq_len.")
-  length = min(length, max_len)
+  if not length:
+    if longest > max_len:
+      raise JaxkdError(f"the teacher's tokenizer makes windows of up to {longest} tokens from "
+                       f"the student's, more than the teacher's max_len {max_len}; lower "
+                       "dataset.seq_len.")
+    length = min(-(-longest // 8) * 8, max_len)
   count, width = tokens.shape
   out = {"teacher_tokens": np.zeros((count, length), np.int32),
          "teacher_labels": np.full((count, length), UNLABELED, np.int32),
@@ -201,23 +205,25 @@ def cross_tokenize(tokens: np.ndarray, labels: np.ndarray, student_tokenizer,
     docs = np.asarray(teacher_docs[w], np.int32)
     if len(ids) < 2:
       continue
-    n = len(ids) - 1
+    n = min(len(ids) - 1, length)
     crossing = docs[1:] != docs[:-1]
     teacher_labels = np.where(crossing, UNLABELED, ids[1:])
-    out["teacher_tokens"][w, :n] = ids[:-1]
-    out["teacher_labels"][w, :n] = teacher_labels
-    out["teacher_segments"][w, :n] = docs[:-1]
+    out["teacher_tokens"][w, :n] = ids[:n]
+    out["teacher_labels"][w, :n] = teacher_labels[:n]
+    out["teacher_segments"][w, :n] = docs[:n]
     out["teacher_segments"][w, n:] = docs[-1] + 1  # padding: a segment of its own
     student_keys = np.asarray(pieces.keys, np.int64)
     predicted = student_keys[1:]  # the ends of the tokens each position predicts
     student_span, teacher_span = spans(predicted, keys[1:], student_keys[0] == keys[0])
-    # A span with a label that does not count (a document boundary) counts for nothing.
+    # A span with a label that does not count (a document boundary), or with a teacher
+    # token past the fixed length, counts for nothing.
     student_labels = labels[w, :len(predicted)]
     drop_spans(student_span, teacher_span, np.concatenate(
-        [student_span[student_labels == UNLABELED], teacher_span[teacher_labels == UNLABELED]]))
+        [student_span[student_labels == UNLABELED], teacher_span[teacher_labels == UNLABELED],
+         teacher_span[n:]]))
     renumber(student_span, teacher_span)
     out["student_span"][w, :len(predicted)] = student_span
-    out["teacher_span"][w, :n] = teacher_span
+    out["teacher_span"][w, :n] = teacher_span[:n]
   return out
 
 

@@ -226,7 +226,10 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
                   schedule, steps_per_epoch, config.dataset.mixup_alpha, precision, frozen,
                   keep_model_state="params" in config.train.freeze,
                   student_eval_mode=config.train.student_eval_mode,
-                  on_policy=OnPolicy.from_config(config.distill.on_policy, train_data.kind),
+                  # A teacher with its own tokenizer: on-policy batches are made between
+                  # steps (run.cross_tokenizer.on_policy_step), not inside the step.
+                  on_policy=None if cross is not None else OnPolicy.from_config(
+                      config.distill.on_policy, train_data.kind),
                   loss_chunk=_loss_chunk(config, objective, model, teachers, train_data),
                   cross_tokenizer=cross)
   source = ("cached soft labels" if cached_logits is not None else

@@ -4,14 +4,26 @@ With a cross-tokenizer term (uld) in the objective, the teacher's tokenizer is
 distill.teacher_tokenizer, or else the tokenizer.json in the teacher's directory (a
 workdir keeps a copy, a Hugging Face directory has one). The student's training windows
 are read back as text and cut by the teacher's tokenizer once, before training
-(jaxkd.data.alignment), and the result rides along with the batches."""
+(jaxkd.data.alignment), and the result rides along with the batches.
+
+On-policy (distill.on_policy.fraction > 0): the steps drawn for it take the student's
+continuations of the batch's prompts (jaxkd.engine.generation, jitted), which the host
+reads back as text and cuts with the teacher's tokenizer (to the training windows' fixed
+teacher length) before the train step runs on them; the step's metrics say which steps
+did (`on_policy`) and what the re-tokenization cost (`retokenize_ms`)."""
 
 import pathlib
+import time
 
+import jax
 import ml_collections
 import numpy as np
 
 from jaxkd.data import alignment, tokenizers
+from jaxkd.engine.generation import generate
+from jaxkd.engine.on_policy import OnPolicy
+from jaxkd.engine.sharding import shard_batch
+from jaxkd.engine.state import stream
 from jaxkd.engine.step import CrossTokenizer
 from jaxkd.errors import JaxkdError
 from jaxkd.log import say
@@ -46,10 +58,10 @@ def check(config: ml_collections.ConfigDict, objective, data) -> None:
   if len(distill.teachers) != 1 or distill.soft_labels:
     raise JaxkdError(f"terms {cross} need exactly one teacher online (distill.teachers), "
                      "not a cache (distill.soft_labels).")
-  if distill.on_policy.fraction:
-    raise JaxkdError(f"terms {cross} read the teacher's tokens of the training windows, made "
-                     "before training; on-policy batches would need them remade every step, "
-                     "which jaxkd does not do yet: set distill.on_policy.fraction=0.")
+  if distill.on_policy.fraction and distill.on_policy.generator != "student":
+    raise JaxkdError(f"terms {cross} with on-policy batches re-tokenize the student's samples "
+                     "for the teacher; a teacher's samples are in its own tokenizer: set "
+                     "distill.on_policy.generator='student' (or fraction=0).")
   if config.train.loss_chunk:
     raise JaxkdError(f"terms {cross} sort whole distributions per span; set "
                      "train.loss_chunk=0.")
@@ -71,3 +83,51 @@ def prepare(config: ml_collections.ConfigDict, data, teacher) -> tuple[CrossToke
       f"{np.mean(counted[data.labels >= 0]):.1%} of the student's predicted tokens lie in "
       "aligned spans.")
   return CrossTokenizer(teacher_size, vocab_map), extras
+
+
+def _local_rows(array: jax.Array) -> np.ndarray:
+  """This process's rows of a batch-sharded global array, in order."""
+  shards = sorted(array.addressable_shards, key=lambda shard: shard.index[0].start or 0)
+  rows, seen = [], set()
+  for shard in shards:
+    start = shard.index[0].start or 0
+    if start not in seen:  # replicas of one block on several local devices
+      seen.add(start)
+      rows.append(np.asarray(shard.data))
+  return np.concatenate(rows)
+
+
+def on_policy_step(run, train_step):
+  """step(state, (host batch, device batch)) -> (state, metrics): `train_step` on the batch,
+  or, on the steps distill.on_policy.fraction draws (by seed and step, so a resume draws
+  the same), on the student's continuations of its prompts re-tokenized for the teacher."""
+  config = run.config
+  on_policy = OnPolicy.from_config(config.distill.on_policy, run.train_data.kind)
+  student_tokenizer = tokenizers.load(run.train_data.tokenizer)
+  teacher_tokenizer = tokenizers.load(teacher_tokenizer_path(config.distill))
+  length = run.batches.extras["teacher_tokens"].shape[1]
+  model, classes = run.spec.model, run.spec.num_classes
+  continue_prompts = jax.jit(lambda variables, tokens, key: generate(
+      model, variables, tokens, on_policy.prompt_len, on_policy.temperature, key,
+      num_classes=classes))
+
+  def step(state, batches):
+    host, device = batches
+    index = int(state.step)
+    if np.random.default_rng([config.seed, index]).random() >= on_policy.fraction:
+      state, metrics = train_step(state, device)
+      return state, {**metrics, "on_policy": 0.0, "retokenize_ms": 0.0}
+    key = stream(jax.random.fold_in(state.rng, state.step), "on_policy")
+    tokens, labels = continue_prompts(state.variables(), device["tokens"], key)
+    began = time.perf_counter()
+    tokens, labels = _local_rows(tokens), _local_rows(labels)
+    extras = alignment.cross_tokenize(tokens, labels, student_tokenizer, teacher_tokenizer,
+                                      length, length=length, specials="break")
+    batch = {**host, "tokens": tokens, "label": labels, **extras}
+    if "segments" in batch:  # a generated sequence is one document
+      batch["segments"] = np.zeros_like(batch["segments"])
+    cost = (time.perf_counter() - began) * 1000
+    state, metrics = train_step(state, shard_batch(batch, run.mesh))
+    return state, {**metrics, "on_policy": 1.0, "retokenize_ms": cost}
+
+  return step

@@ -28,6 +28,7 @@ from jaxkd.errors import JaxkdError
 from jaxkd.files import write_bytes, write_text
 from jaxkd.log import say
 from jaxkd.models import count_params
+from jaxkd.run import cross_tokenizer
 from jaxkd.run.assemble import Run
 from jaxkd.run.checkpoint import Checkpointer
 from jaxkd.run.metrics import MetricWriter, read_metrics
@@ -75,10 +76,14 @@ def solo(run: Run) -> Trainee:
            f"{run.config.model.name} ({params:,} params) on {run.config.dataset.name}: "
            f"{len(run.train_data)} train / {len(run.test_data)} test examples, "
            f"{run.mesh.devices.size} device(s), {run.steps_per_epoch} steps per epoch")
-  return Trainee([run], run.state, lambda state, batch: train_step(state, run.teacher_variables,
-                                                                   batch),
-                 run.batches.iterate, lambda batch: shard_batch(batch, run.mesh), run.workdir,
-                 lines=lines)
+  step = lambda state, batch: train_step(state, run.teacher_variables, batch)
+  if run.spec.cross_tokenizer is not None and run.config.distill.on_policy.fraction:
+    # The teacher's tokens of the student's samples are made on the host, between steps.
+    return Trainee([run], run.state, cross_tokenizer.on_policy_step(run, step),
+                   run.batches.iterate, lambda batch: (batch, shard_batch(batch, run.mesh)),
+                   run.workdir, lines=lines)
+  return Trainee([run], run.state, step, run.batches.iterate,
+                 lambda batch: shard_batch(batch, run.mesh), run.workdir, lines=lines)
 
 
 def write_run_files(run: Run) -> None:
