@@ -360,3 +360,66 @@ def test_on_policy_across_tokenizers_refuses_the_teacher_as_generator(bpe_teache
   student.distill.on_policy.update(fraction=0.5, generator="teacher")
   with pytest.raises(JaxkdError, match="generator='student'"):
     assemble(student, None)
+
+
+def test_a_cached_teacher_of_another_tokenizer_lines_up_by_bytes(tmp_path):
+  """jaxkd.run.cross_cache on hand-made tokenizers: the teacher's predictions of its own
+  tokens of each document, found again inside the student's windows by bytes, with the
+  spans of the hand-worked case; its top-k and own log-probabilities are the teacher's
+  log-softmax computed here; a student then trains on the cache alone."""
+  import ml_collections
+
+  from jaxkd.config import base_config
+  from jaxkd.data import load_split
+  from jaxkd.models import create_model, hf
+  from jaxkd.run import cross_cache, train
+  from jaxkd.run.metrics import read_metrics
+
+  student, teacher = byte_bpe(STUDENT_MERGES), byte_bpe(TEACHER_MERGES)
+  corpus = tmp_path / "corpus"
+  corpus.mkdir()
+  for name, body in (("a", TEXT), ("b", "# my lord"), ("v", TEXT), ("t", TEXT),
+                     *((f"c{i}", TEXT) for i in range(5))):
+    (corpus / f"{name}.txt").write_text(body)
+  student.save(str(tmp_path / "student.json"))
+  fields = {"name": "llama", "num_layers": 1, "hidden_size": 16, "intermediate_size": 32,
+            "num_heads": 2, "num_kv_heads": 1, "head_dim": 8, "max_len": 32, "init_from": ""}
+  model = create_model(ml_collections.ConfigDict(fields), teacher.get_vocab_size())
+  variables = model.init(jax.random.PRNGKey(0), jnp.zeros((1, 8), jnp.int32))
+  hf.save_params(variables["params"], model, tmp_path / "teacher")
+  teacher.save(str(tmp_path / "teacher" / "tokenizer.json"))
+  config = base_config()
+  config.dataset.update(name="text", path=str(corpus), tokenizer=str(tmp_path / "student.json"),
+                        seq_len=4, validation_documents=("v",), test_documents=("t",))
+  path = cross_cache.write_cache(tmp_path / "teacher", tmp_path / "cache.npz", config.dataset,
+                                 top_k=5, dtype="float32", batch_size=8)
+  meta, arrays = cross_cache.read_cache(path, config.dataset)
+  # The teacher's own view of document 'a', computed here.
+  ids = teacher.encode(TEXT).ids + [teacher.token_to_id(END)]
+  log_probs = jax.nn.log_softmax(model.apply(variables, jnp.asarray([ids[:-1]]))[0])
+  where = np.nonzero(arrays["token_document"] == 0)[0]  # 'a' is the corpus's first document
+  np.testing.assert_array_equal(arrays["token_id"][where], ids)
+  own = np.take_along_axis(np.asarray(log_probs), np.asarray(ids[1:])[:, None], -1)[:, 0]
+  np.testing.assert_allclose(arrays["own_logprob"][where[1:]], own, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(arrays["topk_logprobs"][where[1:]],
+                             -np.sort(-np.asarray(log_probs), -1)[:, :5], rtol=1e-5, atol=1e-6)
+  assert not arrays["predicted"][where[0]]  # a document's first token: nothing predicts it
+  # The student's windows of 4 tokens: 'a' gives '# fa ir Ġis | Ġfoul' and
+  # 'Ġfoul Ċĉ caf Ã | ©' (inputs | last label); the spans are the hand-worked ones.
+  data = load_split(config.dataset, "train")
+  out = cross_cache.line_up(meta, arrays, data)
+  assert _named_spans(out, data.labels, student, teacher, 0) == {
+      0: (("fa", "ir"), ("fair",)), 1: (("Ġis", "Ġfoul"), ("Ġi", "sĠ", "fo", "ul"))}
+  assert _named_spans(out, data.labels, student, teacher, 1) == {
+      0: (("Ċĉ", "caf", "Ã", "©"), ("Ċ", "ĉc", "a", "fÃ©"))}
+  row = out["teacher_labels"][1] >= 0  # the teacher's Ċ ĉc a fÃ©: its tokens 6 to 9
+  np.testing.assert_allclose(out["teacher_own_logprobs"][1][row], own[5:9], rtol=1e-5)
+  # A student on the cache alone (no teacher runs), uld beside ce.
+  config.model = {**fields, "max_len": 8}
+  config.train.update(batch_size=8, num_steps=2, log_every_steps=1, eval_batch_size=8)
+  config.optimizer.learning_rate = 0.01
+  config.distill.terms = {"ce": {"weight": 1.0}, "uld": {"weight": 1.0}}
+  config.distill.soft_labels = (str(path),)
+  train.train_and_evaluate(config, tmp_path / "student")
+  records = [r for r in read_metrics(tmp_path / "student") if r["split"] == "train"]
+  assert records and all(np.isfinite(r["loss/uld"]) for r in records)

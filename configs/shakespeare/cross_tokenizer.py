@@ -11,6 +11,9 @@ is 'ARM,TEACHER':
   uld_spans    ce + ULD over byte-aligned spans (GOLD's extended ULD, chain-rule merge)
   uld_hybrid   ce + the spans, tokens both vocabularies hold compared by JSD(0.5), the rest
                by sorted probabilities (GOLD's hybrid, adaptive weights)
+  uld_hybrid_cached  the same from the teacher's cached top-16 per teacher token (CACHE:
+               python -m jaxkd soft_labels --top_k=16 with this config; no teacher runs)
+The argument is 'ARM,TEACHER[,CACHE]'.
 
   python -m jaxkd train --config=configs/shakespeare/cross_tokenizer.py:uld_spans,runs/lm_pretrained/teacher_export/hf \\
       --workdir=runs/cross_tokenizer/uld_spans/seed=0
@@ -19,22 +22,27 @@ is 'ARM,TEACHER':
 import importlib.util
 import pathlib
 
-ARMS = ("alone", "uld", "uld_spans", "uld_hybrid")
+ARMS = ("alone", "uld", "uld_spans", "uld_hybrid", "uld_hybrid_cached")
 VOCABULARY = 2048
 ULD = {"uld": {"alignment": "positions"},
        "uld_spans": {"alignment": "spans"},
-       "uld_hybrid": {"alignment": "spans", "hybrid": True}}
+       "uld_hybrid": {"alignment": "spans", "hybrid": True},
+       "uld_hybrid_cached": {"alignment": "spans", "hybrid": True}}
 
 
 def get_config(arg: str = "uld_spans,runs/lm_pretrained/teacher_export/hf"):
-  arm, teacher = arg.split(",")
+  arm, teacher, *cache = arg.split(",")
   if arm not in ARMS:
     raise ValueError(f"arm '{arm}' is not one of {ARMS}.")
   config = _student_module().get_config(f"alone,{teacher}")
   config.dataset.vocab_size = VOCABULARY  # tokenizer B: trained on the training plays
   if arm != "alone":
     config.distill.terms = {"ce": {"weight": 1.0}, "uld": {"weight": 1.0, **ULD[arm]}}
-    config.distill.teachers = (teacher,)
+    if arm.endswith("_cached"):
+      config.distill.soft_labels = (cache[0] if cache else str(
+          pathlib.Path(teacher).parent.parent / "cross_top16.npz"),)
+    else:
+      config.distill.teachers = (teacher,)
   return config
 
 

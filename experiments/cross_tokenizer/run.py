@@ -19,6 +19,7 @@ import pathlib
 import time
 
 import jax
+import numpy as np
 from absl import flags
 
 from jaxkd.cli import common
@@ -30,6 +31,7 @@ from jaxkd.jobs.export import HF_DIR
 from jaxkd.jobs.stats import mean_std, plus_minus
 from jaxkd.jobs.tables import markdown_table, write_between_markers
 from jaxkd.jobs.timing import StageTimes, cpu_model
+from jaxkd.run import cross_cache
 from jaxkd.run.metrics import last_record
 from jaxkd.run.population import train_population
 
@@ -39,6 +41,7 @@ LABELS = {"alone": "student alone (ce), tokenizer B",
           "uld": "ce + ULD, i-th token against i-th (Boizard et al.)",
           "uld_spans": "ce + ULD over byte-aligned spans (GOLD's extended ULD)",
           "uld_hybrid": "ce + hybrid: shared tokens by JSD, the rest by ULD (GOLD)",
+          "uld_hybrid_cached": "ce + hybrid from the teacher's cached top-16 (no teacher runs)",
           "reference": "reference: tokenizer A (the teacher's), forward KL"}
 
 _FLAGS = {}
@@ -57,11 +60,13 @@ def define_flags():
                                          "(the test suite's; the teacher given as it is).")
 
 
-def config_of(arm: str, teacher: pathlib.Path, seed: int, steps: int, smoke: bool):
+def config_of(arm: str, teacher: pathlib.Path, seed: int, steps: int, smoke: bool,
+              cache: pathlib.Path | None = None):
   if arm == "reference":
     config = load_config_file(CONFIGS / "bpe_student.py", f"fkl,{teacher}")
   else:
-    config = load_config_file(CONFIGS / "cross_tokenizer.py", f"{arm},{teacher}")
+    given = f",{cache}" if cache else ""
+    config = load_config_file(CONFIGS / "cross_tokenizer.py", f"{arm},{teacher}{given}")
   config.seed = seed
   if steps:
     config.train.update(num_steps=steps, eval_every_steps=steps, checkpoint_every_steps=steps)
@@ -100,6 +105,11 @@ def main_with(args):
                      "--pretrained=<its root>.")
   timings = StageTimes(root / "timings.json")
   seeds, rows = list(range(args.seeds)), {}
+  cache = root / "cross_top16.npz"  # the teacher's top-16 per teacher token of the corpus
+  if not cache.exists():
+    timings.run("cache", lambda: cross_cache.write_cache(
+        teacher, cache, config_of("uld_hybrid_cached", teacher, 0, 0, args.smoke, cache).dataset,
+        top_k=16, dtype="float16", batch_size=64 if not args.smoke else 8))
   for arm in LABELS:
     reused = arm == "reference" and all(
         (pretrained / "fkl" / f"seed={s}" / "metrics.jsonl").is_file() for s in seeds)
@@ -108,13 +118,16 @@ def main_with(args):
       minutes = json.loads((pretrained / "timings.json").read_text()).get("fkl", 0) / 60 if (
           pretrained / "timings.json").is_file() else float("nan")
     else:
-      configs = [config_of(arm, teacher, s, args.student_steps, args.smoke) for s in seeds]
+      configs = [config_of(arm, teacher, s, args.student_steps, args.smoke, cache)
+                 for s in seeds]
       workdirs = [root / arm / f"seed={s}" for s in seeds]
       timings.run(arm, lambda: train_population(configs, workdirs, root / arm / "population"))
       minutes = timings[arm] / 60
     rows[arm] = {split: [last_record(w, split)["bits_per_byte"] for w in workdirs]
                  for split in ("validation", "test")}
     rows[arm].update(minutes=minutes, reused=reused)
+  with np.load(cache) as arrays:
+    cache_tokens = len(arrays["token_id"])
   cost = alignment_cost(config_of("uld_spans", teacher, 0, 0, args.smoke),
                         teacher / tokenizers.FILE)
   teacher_run = pretrained / "teacher"
@@ -137,6 +150,8 @@ def main_with(args):
            f"windows ({cost['student_tokens']:,} student tokens, {cost['teacher_tokens']:,} "
            f"teacher tokens), once before training: {cost['seconds']:.1f} s; "
            f"{cost['aligned']:.1%} of the student's predicted tokens lie in aligned spans. "
+           f"The cached teacher: its top-16 for each of its {cache_tokens:,} tokens of the "
+           f"training plays (float16), written once in {timings.get('cache', 0) / 60:.1f} min. "
            f"On {cpu_model()} ({jax.device_count()} device(s), jax {jax.__version__})."]
   body = "\n".join(lines)
   print(body)

@@ -2,7 +2,9 @@
     [--dtype=float16] [--top_k=0] [--config=<a student's config: its transfer set>]
 
 Caches a teacher's soft labels (jaxkd.run.soft_labels): its logits for every training
-example, or for a language model its top-k log-probabilities at every position.
+example, or for a language model its top-k log-probabilities at every position. With the
+config of a student of another tokenizer (a uld term): the teacher's top-k for each of its
+own tokens of the student's corpus, keyed by bytes (jaxkd.run.cross_cache).
 """
 
 from absl import flags
@@ -30,6 +32,7 @@ def define_flags() -> None:
 
 def main() -> None:
   from jaxkd import config as config_checks
+  from jaxkd.run import cross_cache, cross_tokenizer
   from jaxkd.run.assemble import transfer_set_of
   from jaxkd.run.soft_labels import write_soft_labels
 
@@ -37,6 +40,12 @@ def main() -> None:
   data = None
   if args.config is not None:  # The student's transfer set, not the teacher's data.
     config_checks.validate(args.config)
+    if cross_tokenizer.in_objective(args.config):  # a student of another tokenizer
+      path = cross_cache.write_cache(args.teacher, args.out, args.config.dataset,
+                                     args.top_k, args.dtype,
+                                     teacher_tokenizer=args.config.distill.teacher_tokenizer)
+      print(f"wrote the cross-tokenizer cache of {args.teacher} to {path}")
+      return
     data = transfer_set_of(args.config)
   path = write_soft_labels(args.teacher, args.out, args.dtype, args.top_k,
                            data=data)

@@ -69,6 +69,15 @@ def token_byte_strings(tokenizer) -> list[bytes | None]:
   return table
 
 
+def byte_ends(encoding, text: str, byte_level: bool) -> np.ndarray:
+  """Where each token of `encoding` (of `text`) ends, in UTF-8 bytes: a byte-level BPE's
+  pieces counted byte by byte; another tokenizer's character offsets turned into bytes."""
+  if byte_level:
+    return np.cumsum([len(token) for token in encoding.tokens], dtype=np.int64)
+  to_byte = np.concatenate([[0], np.cumsum([len(c.encode()) for c in text])]).astype(np.int64)
+  return to_byte[[end for _, end in encoding.offsets]]
+
+
 def spans(ends_a: np.ndarray, ends_b: np.ndarray, same_start: bool
           ) -> tuple[np.ndarray, np.ndarray]:
   """Span ids of two sequences of predicted tokens given their end keys (strictly
@@ -174,8 +183,7 @@ def cross_tokenize(tokens: np.ndarray, labels: np.ndarray, student_tokenizer,
   teacher_keys = [[] for _ in windows]
   teacher_docs = [[] for _ in windows]
   for (w, d, start, text), encoding in zip(flat, encoded):
-    lengths = np.fromiter((len(t) for t in encoding.tokens), np.int64, len(encoding.tokens))
-    ends = start + np.cumsum(lengths)
+    ends = start + byte_ends(encoding, text, byte_level=True)
     if len(ends) and ends[-1] != start + len(text.encode()):
       raise JaxkdError("the teacher's tokenizer does not reproduce the text byte for byte (a "
                        "normalizer or an added prefix space); cross-tokenizer alignment needs "

@@ -21,7 +21,7 @@ import pathlib
 import ml_collections
 import numpy as np
 
-from jaxkd.data import tokenizers
+from jaxkd.data import alignment, tokenizers
 from jaxkd.data.arrays import UNLABELED, ArrayDataset
 from jaxkd.errors import JaxkdError
 
@@ -48,9 +48,11 @@ def documents(config: ml_collections.ConfigDict) -> list[tuple[str, str]]:
   return [(name, text) for name, text in found if text]
 
 
-def split_documents(config: ml_collections.ConfigDict) -> dict[str, list[tuple[str, str]]]:
-  """{split: [(name, text)]}: the named validation and test documents, or drawn by seed."""
-  found = documents(config)
+def split_documents(config: ml_collections.ConfigDict, found: list | None = None
+                    ) -> dict[str, list[tuple[str, str]]]:
+  """{split: [(name, text)]}: the named validation and test documents, or drawn by seed
+  (found: documents(config), when the caller has read them)."""
+  found = documents(config) if found is None else found
   names = [name for name, _ in found]
   chosen = {}
   order = list(np.random.default_rng(config.split_seed).permutation(len(found)))
@@ -81,17 +83,22 @@ def split_documents(config: ml_collections.ConfigDict) -> dict[str, list[tuple[s
   return result
 
 
+def windows(length: int, seq_len: int) -> np.ndarray:
+  """The flat positions [N, seq_len + 1] of the non-overlapping windows (each sharing its
+  last position with the next one's first) that a stream of `length` tokens makes."""
+  count = (length - 1) // seq_len
+  if count < 1:
+    raise JaxkdError(f"{length} tokens make no window of {seq_len + 1}; lower "
+                     "dataset.seq_len.")
+  return (np.arange(count) * seq_len)[:, None] + np.arange(seq_len + 1)
+
+
 def pack(ids: list[np.ndarray], seq_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(tokens, labels, segments) [N, seq_len] of documents' ids (each ending in its
   end-of-text token) joined and cut into windows of seq_len + 1."""
   flat = np.concatenate(ids).astype(np.int32)
   document = np.concatenate([np.full(len(d), i, np.int32) for i, d in enumerate(ids)])
-  count = (len(flat) - 1) // seq_len
-  if count < 1:
-    raise JaxkdError(f"{len(flat)} tokens make no window of {seq_len + 1}; lower "
-                     "dataset.seq_len.")
-  starts = np.arange(count) * seq_len
-  window = starts[:, None] + np.arange(seq_len + 1)
+  window = windows(len(flat), seq_len)
   tokens, segments = flat[window], document[window]
   labels = np.where(segments[:, 1:] == segments[:, :-1], tokens[:, 1:], UNLABELED)
   return tokens[:, :-1], labels.astype(np.int32), segments[:, :-1] - segments[:, :1]
@@ -108,23 +115,38 @@ def tokenizer_of(config: ml_collections.ConfigDict, train: list[tuple[str, str]]
 def load(config: ml_collections.ConfigDict, split: str) -> ArrayDataset:
   if split not in SPLITS:
     raise JaxkdError(f"dataset 'text' has splits {SPLITS}, not '{split}'.")
-  docs = split_documents(config)
+  found = documents(config)
+  docs = split_documents(config, found)
   tokenizer, path = tokenizer_of(config, docs["train"])
   end = tokenizers.end_of_text(tokenizer)
-  texts = [text for _, text in docs[split]]
+  named = docs[split]
   if config.max_chars:  # A smaller run: the split's first max_chars characters.
-    texts = _first(texts, config.max_chars)
+    named = first_characters(named, config.max_chars)
+  texts = [text for _, text in named]
   encoded = tokenizer.encode_batch(texts, add_special_tokens=False)
   tokens, labels, segments = pack([np.asarray(e.ids + [end], np.int32) for e in encoded],
                                   config.seq_len)
+  # Where each window's tokens (and its last label) end in the corpus: the document (its
+  # index among all of dataset.path's) and the byte; a document's end of text one byte
+  # past its text. A cached teacher of another tokenizer is lined up by them.
+  corpus = {name: index for index, (name, _) in enumerate(found)}
+  byte_level = alignment.is_byte_level(tokenizer)
+  places = [(np.full(len(e.ids) + 1, corpus[name], np.int32),
+             np.append(alignment.byte_ends(e, text, byte_level), len(text.encode()) + 1))
+            for (name, text), e in zip(named, encoded)]
+  window = windows(sum(len(d) for d, _ in places), config.seq_len)
+  extras = {"segments": segments,
+            "token_document": np.concatenate([d for d, _ in places])[window],
+            "token_end": np.concatenate([e for _, e in places]).astype(np.int32)[window]}
   return ArrayDataset(tokens, labels, tokenizer.get_vocab_size(), name="text", split=split,
-                      kind="tokens", extras={"segments": segments},
+                      kind="tokens", extras=extras,
                       token_bytes=tokenizers.token_bytes(tokenizer), tokenizer=str(path))
 
 
-def _first(texts: list[str], limit: int) -> list[str]:
+def first_characters(named: list[tuple[str, str]], limit: int) -> list[tuple[str, str]]:
+  """The documents' first `limit` characters in all, (name, text) for those left."""
   kept, total = [], 0
-  for text in texts:
-    kept.append(text[:max(limit - total, 0)])
-    total += len(kept[-1])
-  return [text for text in kept if text]
+  for name, text in named:
+    kept.append((name, text[:max(limit - total, 0)]))
+    total += len(kept[-1][1])
+  return [(name, text) for name, text in kept if text]

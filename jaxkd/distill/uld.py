@@ -42,17 +42,18 @@ def _segment(fn, values: jax.Array, ids: jax.Array, count: int) -> jax.Array:
 
 
 def span_log_probs(log_probs: jax.Array, span: jax.Array, ids: jax.Array, base_last: bool,
-                   count: int) -> tuple[jax.Array, jax.Array]:
+                   count: int, picked: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
   """(log-probabilities [B, S, V] of each span, present [B, S]) from per-position
   log_probs [B, L, V], each position's span [B, L] (-1: none) and the token `ids` [B, L]
   whose probabilities are multiplied in: the base position's distribution (the span's
   last position, or its first) times the floored probabilities of the span's other
-  positions' tokens."""
+  positions' tokens (`picked` [B, L]: those log-probabilities as given, e.g. a cache's)."""
   inside = span >= 0
   neighbour = (jnp.pad(span[:, 1:], ((0, 0), (0, 1)), constant_values=-2) if base_last else
                jnp.pad(span[:, :-1], ((0, 0), (1, 0)), constant_values=-2))
   base = inside & (span != neighbour)
-  picked = jnp.take_along_axis(log_probs, jnp.maximum(ids, 0)[..., None], -1)[..., 0]
+  if picked is None:
+    picked = jnp.take_along_axis(log_probs, jnp.maximum(ids, 0)[..., None], -1)[..., 0]
   picked = jnp.maximum(picked, jnp.log(EPS))
   others = _segment(jax.ops.segment_sum, jnp.where(inside & ~base, picked, 0.0), span, count)
   positions = jnp.broadcast_to(jnp.arange(span.shape[1]), span.shape)
@@ -152,7 +153,8 @@ class ULD(Method):
     count = spans_s.shape[1]
     if self.merge == "bayesian":  # position t predicts labels[t]: the span's last is the base
       span_s, present_s = span_log_probs(student, spans_s, labels_s, True, count)
-      span_t, present_t = span_log_probs(teacher, spans_t, labels_t, True, count)
+      span_t, present_t = span_log_probs(teacher, spans_t, labels_t, True, count,
+                                         cross.get("teacher_own_logprobs"))
     else:  # GOLD's 'observed': groups over input tokens, the first position the base
       shift = lambda x: jnp.pad(x[:, :-1], ((0, 0), (1, 0)), constant_values=-1)
       span_s, present_s = span_log_probs(student, shift(spans_s), cross["student_tokens"], False,
@@ -166,3 +168,14 @@ class ULD(Method):
     mask = jnp.ones(per_sequence.shape) if inputs.mask is None else inputs.mask
     loss = jnp.sum(per_sequence * mask) / jnp.maximum(jnp.sum(mask), 1.0)
     return loss, {"spans": jnp.sum(paired) / jnp.maximum(jnp.sum(mask), 1.0)}
+
+
+def cached_teacher_log_probs(topk_log_probs: jax.Array, topk_ids: jax.Array, classes: int) -> jax.Array:
+  """[..., classes] log-probabilities of a cached teacher (jaxkd.run.cross_cache) from its
+  top-k ([..., k] log-probabilities and ids): the mass outside the top-k spread evenly over
+  the other ids (at least 1e-30 each), an approximation the sorted distance needs."""
+  top = topk_log_probs.astype(jnp.float32)
+  rest = jnp.clip(1.0 - jnp.sum(jnp.exp(top), -1, keepdims=True), 0.0, 1.0)
+  fill = jnp.log(jnp.maximum(rest / max(classes - top.shape[-1], 1), 1e-30))
+  dense = jnp.broadcast_to(fill, (*top.shape[:-1], classes))
+  return jnp.put_along_axis(dense, topk_ids, top, axis=-1, inplace=False)

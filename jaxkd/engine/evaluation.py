@@ -45,21 +45,31 @@ def make_predict(model: nn.Module, preprocess: Preprocess, mesh: Mesh, kind: str
                  outputs: Callable | None = None, num_classes: int | None = None) -> Callable:
   """predict(variables, inputs, model_inputs) -> outputs(logits) (default: the logits),
   jitted over `mesh`: variables replicated, inputs, model_inputs (a dict, {} for none) and
-  outputs split on the batch axis."""
+  outputs split on the batch axis. model_inputs['label'], where given, is not the model's:
+  outputs(logits, labels) gets it (e.g. the log-probability of each next token)."""
   apply = inference(model, preprocess, kind, num_classes=num_classes)
   then = outputs or (lambda logits: logits)
-  return jax.jit(lambda variables, inputs, extra: then(apply(variables, inputs, **extra)),
-                 in_shardings=(replicated(mesh), batch_sharding(mesh), batch_sharding(mesh)),
+
+  def predict(variables, inputs, extra):
+    extra = dict(extra)
+    labels = extra.pop("label", None)
+    logits = apply(variables, inputs, **extra)
+    return then(logits) if labels is None else then(logits, labels)
+
+  return jax.jit(predict, in_shardings=(replicated(mesh), batch_sharding(mesh),
+                                        batch_sharding(mesh)),
                  out_shardings=batch_sharding(mesh))
 
 
-def predict_all(predict: Callable, variables: dict, data, batch_size: int, mesh: Mesh):
+def predict_all(predict: Callable, variables: dict, data, batch_size: int, mesh: Mesh,
+                labels: bool = False):
   """predict(variables, inputs, model_inputs) over every example of `data` in order,
   gathered on the host (numpy; a tuple of outputs stays a tuple), padding dropped. Whole
-  batches on this host."""
+  batches on this host. labels: the batches' labels go along (make_predict's outputs)."""
   outputs = []
   for batch in data.eval_batches(batch_size):
-    placed = shard_batch({"inputs": batch[data.kind], **model_inputs(batch)}, mesh)
+    given = {"label": batch["label"]} if labels else {}
+    placed = shard_batch({"inputs": batch[data.kind], **model_inputs(batch), **given}, mesh)
     result = predict(variables, placed.pop("inputs"), placed)
     keep = batch["mask"] > 0
     outputs.append(jax.tree.map(lambda x: np.asarray(x)[keep], jax.device_get(result)))

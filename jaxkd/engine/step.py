@@ -20,6 +20,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from jaxkd.data.augment import Preprocess, mixup, model_input, model_inputs
 from jaxkd.data.batches import counted, take
 from jaxkd.distill import Objective, TermInputs
+from jaxkd.distill.uld import cached_teacher_log_probs
 from jaxkd.engine.chunked import chunked_objective
 from jaxkd.engine.features import apply_with_features
 from jaxkd.engine.on_policy import OnPolicy, on_policy_batch
@@ -56,7 +57,10 @@ class CrossTokenizer:
   teacher_num_classes: int
   vocab_map: Any  # np.ndarray: a constant of the compiled step
 
-  BATCH_KEYS = ("student_span", "teacher_span", "teacher_labels", "teacher_tokens")
+  # The batch's cross-tokenizer entries (jaxkd.data.alignment; the last, a cache's:
+  # jaxkd.run.cross_cache) that the terms read.
+  BATCH_KEYS = ("student_span", "teacher_span", "teacher_labels", "teacher_tokens",
+                "teacher_own_logprobs")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,6 +112,10 @@ def teacher_outputs(spec: StepSpec, teacher_variables: Sequence[dict], batch: Ba
   the batch's cached soft labels, or computed by the online teachers when a term needs them."""
   if "teacher_logits" in batch:
     return jnp.swapaxes(batch["teacher_logits"].astype(jnp.float32), 0, 1), {}
+  if "teacher_topk_ids" in batch and spec.cross_tokenizer is not None:
+    # A cached teacher of another tokenizer (jaxkd.run.cross_cache): its distributions.
+    return cached_teacher_log_probs(batch["teacher_topk_logprobs"], batch["teacher_topk_ids"],
+                                    spec.cross_tokenizer.teacher_num_classes)[None], {}
   if not spec.objective.needs_teacher or "teacher_topk_ids" in batch:
     return None, {}
   dtype, paths = spec.precision.teacher, spec.objective.teacher_paths
@@ -169,12 +177,12 @@ def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: 
                             spec.mixup_alpha if mixup_alpha is None else mixup_alpha)
   teacher_logits, teacher_features = teacher_outputs(spec, teacher_variables, batch, inputs)
   topk = (batch["teacher_topk_logprobs"], batch["teacher_topk_ids"]) if (
-      "teacher_topk_ids" in batch) else None
+      "teacher_topk_ids" in batch and spec.cross_tokenizer is None) else None
   heads = tuple(_cast(head_params(teacher, variables["params"]), spec.precision.teacher)
                 for teacher, variables in zip(spec.teachers, teacher_variables)) if (
       spec.loss_chunk and teacher_logits is not None) else ()
   cross = None if spec.cross_tokenizer is None else {
-      "student_tokens": inputs, **{k: batch[k] for k in CrossTokenizer.BATCH_KEYS}}
+      "student_tokens": inputs, **{k: batch[k] for k in CrossTokenizer.BATCH_KEYS if k in batch}}
   return Prepared(inputs, targets, teacher_logits, teacher_features, dropout_key, objective_key,
                   batch["label"], topk, model_inputs(batch), heads, cross)
 

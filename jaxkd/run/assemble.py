@@ -191,7 +191,7 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
         config.distill, objective, train_data, preprocess_fields, mesh, precision.teacher)
   cross = None
   if objective.cross_tokenizer:  # A teacher with its own tokenizer: the same text in its tokens.
-    cross, extras = cross_tokenizer.prepare(config, train_data, teachers[0])
+    cross, extras = cross_tokenizer.prepare(config, train_data, teachers[0] if teachers else None)
     for name, values in extras.items():
       batches.add_extra(name, values)
   if isinstance(cached_logits, dict):  # A language model's top-k per token.
@@ -232,7 +232,8 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
                       config.distill.on_policy, train_data.kind),
                   loss_chunk=_loss_chunk(config, objective, model, teachers, train_data),
                   cross_tokenizer=cross)
-  source = ("cached soft labels" if cached_logits is not None else
+  source = ("cached soft labels" if cached_logits is not None or (
+      cross is not None and not teachers) else
             f"{len(teachers)} online teacher(s)" if teachers else "no teacher")
   return Run(config, None if workdir is None else pathlib.Path(workdir), mesh, train_data,
              validation_data, test_data, batches,

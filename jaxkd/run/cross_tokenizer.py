@@ -27,7 +27,16 @@ from jaxkd.engine.state import stream
 from jaxkd.engine.step import CrossTokenizer
 from jaxkd.errors import JaxkdError
 from jaxkd.log import say
+from jaxkd.run import cross_cache
 from jaxkd.run.saved import TOKENIZER_FILE
+
+
+def in_objective(config: ml_collections.ConfigDict) -> bool:
+  """Whether config.distill.terms holds a cross-tokenizer term (uld)."""
+  from jaxkd.distill.terms import TERMS
+
+  return any(TERMS.get(dict(spec).get("term", label)).cross_tokenizer
+             for label, spec in config.distill.terms.items())
 
 
 def teacher_tokenizer_path(distill: ml_collections.ConfigDict) -> pathlib.Path:
@@ -55,9 +64,19 @@ def check(config: ml_collections.ConfigDict, objective, data) -> None:
   if data.kind != "tokens" or not getattr(data, "tokenizer", None):
     raise JaxkdError(f"terms {cross} line up two tokenizers on text: they need a text dataset "
                      "(dataset.name='text'), whose windows can be read back as text.")
-  if len(distill.teachers) != 1 or distill.soft_labels:
-    raise JaxkdError(f"terms {cross} need exactly one teacher online (distill.teachers), "
-                     "not a cache (distill.soft_labels).")
+  if len(distill.soft_labels or distill.teachers) != 1:
+    raise JaxkdError(f"terms {cross} take one teacher: one distill.teachers entry (online) or "
+                     "one distill.soft_labels cache (python -m jaxkd soft_labels with this "
+                     "config).")
+  if distill.soft_labels:
+    uld = [t.method for t in objective.terms if t.method.cross_tokenizer]
+    if any(m.merge == "observed" or m.teacher_temperature != 1 for m in uld):
+      raise JaxkdError(f"terms {cross} on a cached teacher: the cache holds temperature-1 "
+                       "log-probabilities and each teacher token's own, which merge='bayesian' "
+                       "reads; set teacher_temperature=1 and merge='bayesian', or teach online.")
+    if distill.on_policy.fraction:
+      raise JaxkdError(f"terms {cross} on a cached teacher cannot score the student's own "
+                       "samples; set distill.on_policy.fraction=0, or teach online.")
   if distill.on_policy.fraction and distill.on_policy.generator != "student":
     raise JaxkdError(f"terms {cross} with on-policy batches re-tokenize the student's samples "
                      "for the teacher; a teacher's samples are in its own tokenizer: set "
@@ -69,11 +88,16 @@ def check(config: ml_collections.ConfigDict, objective, data) -> None:
 
 def prepare(config: ml_collections.ConfigDict, data, teacher) -> tuple[CrossTokenizer, dict]:
   """(the step's CrossTokenizer, the batch extras [N, ...] for `data`) for the teacher
-  module `teacher`."""
+  module `teacher`, or (teacher None) the cache distill.soft_labels names."""
   student_tokenizer = tokenizers.load(data.tokenizer)
-  teacher_tokenizer = tokenizers.load(teacher_tokenizer_path(config.distill))
-  extras = alignment.cross_tokenize(data.inputs, data.labels, student_tokenizer,
-                                    teacher_tokenizer, getattr(teacher, "max_len", 1 << 30))
+  if teacher is None:  # a cached teacher (jaxkd.run.cross_cache)
+    meta, arrays = cross_cache.read_cache(config.distill.soft_labels[0], config.dataset)
+    teacher_tokenizer = tokenizers.load(meta["teacher_tokenizer"])
+    extras = cross_cache.line_up(meta, arrays, data)
+  else:
+    teacher_tokenizer = tokenizers.load(teacher_tokenizer_path(config.distill))
+    extras = alignment.cross_tokenize(data.inputs, data.labels, student_tokenizer,
+                                      teacher_tokenizer, getattr(teacher, "max_len", 1 << 30))
   teacher_size = teacher_tokenizer.get_vocab_size()
   vocab_map = alignment.vocabulary_map(student_tokenizer, teacher_tokenizer, teacher_size)
   counted = extras["student_span"] >= 0

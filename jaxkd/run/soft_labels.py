@@ -88,7 +88,7 @@ def token_top_k(run: SavedRun, data: ArrayDataset, k: int, batch_size: int, mesh
           "token_top_k_ids": ids.astype(np.uint8 if data.num_classes <= 256 else np.int32)}
 
 
-def _read(path: pathlib.Path, arrays: bool = True) -> tuple[dict, dict]:
+def read_cache(path: pathlib.Path, arrays: bool = True) -> tuple[dict, dict]:
   """(meta, arrays) of a cache; a missing, truncated or damaged file is a JaxkdError."""
   if not path.exists():
     raise JaxkdError(f"soft label cache {path} does not exist; write it with "
@@ -106,7 +106,7 @@ def _read(path: pathlib.Path, arrays: bool = True) -> tuple[dict, dict]:
 
 def cache_meta(path: str | pathlib.Path) -> dict:
   """What a cache says of itself: its data, teacher (teacher_workdir, teacher_step) and dtype."""
-  return _read(pathlib.Path(path), arrays=False)[0]
+  return read_cache(pathlib.Path(path), arrays=False)[0]
 
 
 def load_soft_labels(path: str | pathlib.Path, data: ArrayDataset, preprocess_fields: dict
@@ -115,7 +115,7 @@ def load_soft_labels(path: str | pathlib.Path, data: ArrayDataset, preprocess_fi
   a language model's cache, the batch extras {'teacher_topk_logprobs': [N, T, k] float32,
   'teacher_topk_ids': [N, T, k] int32} (jaxkd.distill.token_divergences reads them)."""
   path = pathlib.Path(path)
-  meta, arrays = _read(path)
+  meta, arrays = read_cache(path)
   expected = {"dataset": data.name, "split": data.split, "count": len(data),
               "fingerprint": data.fingerprint(), "num_classes": data.num_classes,
               "mean": list(preprocess_fields["mean"]), "std": list(preprocess_fields["std"])}

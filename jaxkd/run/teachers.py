@@ -52,11 +52,13 @@ def prepare_teachers(config: ml_collections.ConfigDict, objective: Objective,
     if objective.teacher_paths:
       raise JaxkdError(f"feature terms (paths {list(objective.teacher_paths)}) need the teacher "
                        "online: soft label caches hold logits only. Set distill.teachers instead.")
-    logits = [load_soft_labels(path, train_data, preprocess_fields) for path in caches]
     sources = {"soft_labels": [{"path": str(pathlib.Path(path).absolute()),
                                 "step": cache_meta(path).get("teacher_step"),
                                 "fingerprint": fingerprint(pathlib.Path(path).parent, [path])}
                                for path in caches]}
+    if objective.cross_tokenizer:  # read and lined up by jaxkd.run.cross_tokenizer
+      return (), (), None, sources
+    logits = [load_soft_labels(path, train_data, preprocess_fields) for path in caches]
     if isinstance(logits[0], dict):  # A language model's top-k per token.
       if len(logits) > 1:
         raise JaxkdError("a language model distils from one cached teacher (top-k per token); "
