@@ -2,7 +2,7 @@
 on-policy generation with the key/value cache, and memory dense against chunked; each
 part's table goes into README.md (--no_readme: printed only).
 
-  python experiments/bench_lm/run.py [--part=memory|on_policy|peers|all]
+  python experiments/bench_lm/run.py [--part=memory|on_policy|peers|all (repeatable)] [--small]
       [--vocabularies=32768,131072] [--chunk=128] [--python=/tmp/refenv/bin/python]
 
 memory: the compiled step's own buffers as XLA plans them (`Compiled.memory_analysis()`),
@@ -247,10 +247,15 @@ def _device() -> str:
 
 _FLAGS = {}
 PARTS = ("peers", "on_policy", "memory")
+# --small: the sizes of the tests (tests/test_generation.py, tests/test_chunked.py).
+SMALL_PEERS = dict(steps=2, warmup=1, batch=8, length=16, vocabulary=32, small=True)
+SMALL_ON_POLICY = dict(calls=2, batch=8, length=16, prompt=4, vocabulary=20, small=True)
+SMALL_MEMORY = dict(batch=4, length=64)
 
 
 def define_flags():
-  _FLAGS["part"] = flags.DEFINE_enum("part", "all", (*PARTS, "all"), "What to measure.")
+  _FLAGS["part"] = flags.DEFINE_multi_enum("part", ["all"], (*PARTS, "all"),
+                                           "What to measure (repeat, or 'all').")
   _FLAGS["python"] = common.path_flag(
       "python", "/tmp/refenv/bin/python", "A Python with torch, transformers and trl, for "
       "--part peers.")
@@ -259,19 +264,21 @@ def define_flags():
   _FLAGS["chunk"] = flags.DEFINE_integer("chunk", 128, "train.loss_chunk of --part memory.",
                                          lower_bound=1)
   _FLAGS["no_readme"] = flags.DEFINE_boolean("no_readme", False, "Print the tables only.")
+  _FLAGS["small"] = flags.DEFINE_boolean("small", False, "Tiny models (the tests' sizes).")
 
 
 def main():
   args = common.values(_FLAGS)
-  parts = PARTS if args.part == "all" else (args.part,)
+  parts = PARTS if "all" in args.part else tuple(dict.fromkeys(args.part))  # in the given order
   with tempfile.TemporaryDirectory() as tmp:
     for part in parts:
       if part == "peers":
-        peers(pathlib.Path(tmp), args.python)
+        peers(pathlib.Path(tmp), args.python, **(SMALL_PEERS if args.small else {}))
       elif part == "on_policy":
-        on_policy(pathlib.Path(tmp))
+        on_policy(pathlib.Path(tmp), **(SMALL_ON_POLICY if args.small else {}))
       else:
-        memory(pathlib.Path(tmp), [int(v) for v in args.vocabularies], args.chunk)
+        memory(pathlib.Path(tmp), [512] if args.small else [int(v) for v in args.vocabularies],
+               8 if args.small else args.chunk, **(SMALL_MEMORY if args.small else {}))
       if not args.no_readme:  # each part's table in its own block of README.md
         write_between_markers(README, TABLES[part] + f"\n\nOn {_device()}, jax {jax.__version__}.",
                               f"<!-- {part} -->", f"<!-- /{part} -->")

@@ -162,11 +162,14 @@ def prepare_teacher_forward(setup: Setup) -> Runner:
                 flops_of(compiled), time.perf_counter() - start)
 
 
-def train_config(setup: Setup, mode: str, seed: int = 0) -> ml_collections.ConfigDict:
-  """The training config of a train mode on the pair (its objective, SGD, the batch)."""
+def train_config(setup: Setup, mode: str, seed: int = 0, precision: str = "float32"
+                 ) -> ml_collections.ConfigDict:
+  """The training config of a train mode on the pair (its objective, SGD, the batch), its
+  student and teacher computing in `precision` (parameters and optimizer float32)."""
   pair = setup.pair
   config = base_config()
   config.seed = seed
+  config.precision.update(student=precision, teacher=precision)
   config.dataset.name = pair.dataset  # Its preprocessing and augmentation.
   config.model = ml_collections.ConfigDict({**pair.student, "init_from": ""})
   config.distill.terms = ml_collections.ConfigDict(terms_for(mode, pair))
@@ -176,7 +179,8 @@ def train_config(setup: Setup, mode: str, seed: int = 0) -> ml_collections.Confi
   return config
 
 
-def assemble_mode(setup: Setup, mode: str, seed: int = 0, config=None):
+def assemble_mode(setup: Setup, mode: str, seed: int = 0, config=None,
+                  precision: str = "float32"):
   """The run of a train mode, assembled as a training run is, on the synthetic batch (the
   teacher given as an object; for 'cached', its logits as the cache stores them, float16)."""
   host = setup.host_batch
@@ -188,7 +192,8 @@ def assemble_mode(setup: Setup, mode: str, seed: int = 0, config=None):
                                                           setup.mesh)["image"], {})
     cached = np.asarray(logits, np.float16).astype(np.float32)[:, None]
   teachers = ((setup.teacher, setup.teacher_variables),) if mode in ("online", "fitnet") else ()
-  return assemble(config or train_config(setup, mode, seed), None, (data, data), setup.mesh,
+  return assemble(config or train_config(setup, mode, seed, precision), None, (data, data),
+                  setup.mesh,
                   parts=Parts(teachers=teachers, cached_logits=cached))
 
 
@@ -200,19 +205,19 @@ def device_batch(setup: Setup, run) -> dict:
   return shard_batch({**host, "mask": np.ones(len(host["label"]), np.float32)}, setup.mesh)
 
 
-def build_train_step(setup: Setup, mode: str, seed: int = 0):
+def build_train_step(setup: Setup, mode: str, seed: int = 0, precision: str = "float32"):
   """(compiled step, state, teacher_variables, device batch, run) of a train mode."""
-  run = assemble_mode(setup, mode, seed)
+  run = assemble_mode(setup, mode, seed, precision=precision)
   batch = device_batch(setup, run)
   step = make_train_step(run.spec, setup.mesh)
   compiled = step.lower(run.state, run.teacher_variables, batch).compile()
   return compiled, run.state, run.teacher_variables, batch, run
 
 
-def prepare_train(setup: Setup, mode: str, seed: int = 0) -> Runner:
+def prepare_train(setup: Setup, mode: str, seed: int = 0, precision: str = "float32") -> Runner:
   """A train mode compiled, with its own train state (donated and replaced each step)."""
   start = time.perf_counter()
-  compiled, state, teacher_variables, batch, _ = build_train_step(setup, mode, seed)
+  compiled, state, teacher_variables, batch, _ = build_train_step(setup, mode, seed, precision)
   compile_s = time.perf_counter() - start
   holder = [state]
 
@@ -251,10 +256,12 @@ def prepare_population(setup: Setup, seed: int = 0) -> Runner:
   return Runner("population", go, flops_of(compiled), time.perf_counter() - start)
 
 
-def prepare(setup: Setup, mode: str) -> Runner:
+def prepare(setup: Setup, mode: str, precision: str = "float32") -> Runner:
+  """The runner of `mode`; train modes compute in `precision` (float32 | bfloat16)."""
   if mode == "teacher_forward":
     return prepare_teacher_forward(setup)
-  return prepare_population(setup) if mode == "population" else prepare_train(setup, mode)
+  return prepare_population(setup) if mode == "population" else prepare_train(
+      setup, mode, precision=precision)
 
 
 def time_rounds(runs: dict[str, Callable[[], Any]], steps: int, warmup: int, rounds: int = 1
