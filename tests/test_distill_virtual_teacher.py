@@ -24,7 +24,7 @@ def _inputs(logits, labels):
 
 @pytest.mark.parametrize("case", range(3))
 def test_virtual_teacher_equals_the_authors_code(case):
-  fixture = json.loads(FIXTURE.read_text())
+  fixture = json.loads(FIXTURE.read_text())["tf_kd"]
   expected = fixture["cases"][case]
   loss = lambda logits: virtual_teacher(_inputs(logits, fixture["labels"]),
                                         fixture["correct_prob"], expected["reg_temperature"],

@@ -11,6 +11,7 @@ from typing import Sequence
 import ml_collections
 from flax import traverse_util
 
+from jaxkd.distill.terms import TERMS
 from jaxkd.errors import JaxkdError
 from jaxkd.models import MODELS
 
@@ -71,6 +72,14 @@ def check_population(configs: Sequence[ml_collections.ConfigDict]) -> None:
                      f"members differ only in {list(fields)}); run them apart.")
   if first.stages:
     raise JaxkdError("populations do not run config.stages; train staged recipes one by one.")
+  for label, spec in first.distill.terms.items():
+    method = TERMS.get(dict(spec).get("term", label))
+    if method.class_pairs:
+      raise JaxkdError(f"term '{label}' draws each example's partner of its class on the host; "
+                       "a population gathers its batches otherwise: train its members one by one.")
+    if method.cross_tokenizer and first.distill.on_policy.fraction:
+      raise JaxkdError(f"term '{label}' with on-policy batches re-tokenizes each step's samples "
+                       "on the host, one student at a time: train the members one by one.")
   if first.optimizer.max_norm and "optimizer.learning_rate" in differing_fields(configs):
     raise JaxkdError("a population over optimizer.learning_rate scales each member's updates, "
                      "which optimizer.max_norm's projection does not allow; fix the rate or "

@@ -86,6 +86,18 @@ class TrainBatches(BatchSource):
                process_index: int = 0, process_count: int = 1):
     super().__init__(data, global_batch_size, seed, process_index, process_count)
     self._epoch, self._permutation = -1, None
+    self._process = (process_index, process_count)
+    self._classes = None  # with pair_by_class(): each class's examples
+
+  def pair_by_class(self) -> None:
+    """From now on each example of a batch is followed by a partner of its class drawn at
+    random (by seed and step), with mask 0 (CS-KD, Yun et al. 2020: the batch doubles)."""
+    labels = np.asarray(self.data.labels)
+    if labels.ndim != 1 or np.any(labels < 0):
+      raise JaxkdError("pairs by class need one label per example, every example labeled "
+                       "(cs_kd); this data has per-token or missing labels.")
+    self._classes = {c: np.nonzero(labels == c)[0] for c in np.unique(labels)}
+    self._local = _local_slice(2 * self.global_batch_size, *self._process)
 
   def indices(self, step: int) -> np.ndarray:
     """Stable indices of this process's part of the global batch at `step`."""
@@ -93,7 +105,13 @@ class TrainBatches(BatchSource):
     if epoch != self._epoch:
       self._epoch, self._permutation = epoch, epoch_permutation(len(self.data), self.seed, epoch)
     start = position * self.global_batch_size
-    return self._permutation[start:start + self.global_batch_size][self._local]
+    chosen = self._permutation[start:start + self.global_batch_size]
+    if self._classes is not None:  # each example, then its partner of the same class
+      rng = np.random.default_rng([self.seed, step, 2020])
+      labels = self.data.labels[chosen]
+      partners = np.array([rng.choice(self._classes[c]) for c in labels], chosen.dtype)
+      chosen = np.stack([chosen, partners], axis=1).reshape(-1)
+    return chosen[self._local]
 
   def columns(self) -> dict:
     """The per-example arrays a batch takes rows of: the inputs, labels and extras (the
@@ -102,7 +120,10 @@ class TrainBatches(BatchSource):
             **self.extras}
 
   def batch(self, step: int) -> Batch:
-    return take(self.columns(), self.indices(step))
+    batch = take(self.columns(), self.indices(step))
+    if self._classes is not None:
+      batch["mask"][1::2] = 0.0  # the partners: seen by cs_kd alone
+    return batch
 
   def iterate(self, start_step: int, end_step: int) -> Iterator[Batch]:
     for step in range(start_step, end_step):

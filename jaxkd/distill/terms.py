@@ -85,6 +85,7 @@ class Method(nn.Module):
   uses_teacher: ClassVar[bool] = True
   needs_labels: ClassVar[bool] = False  # Reads every example's label (refused on unlabeled).
   cross_tokenizer: ClassVar[bool] = False  # Compares a teacher of another tokenizer (uld).
+  class_pairs: ClassVar[bool] = False  # Reads batches of (example, same-class partner) pairs.
   data_fields: ClassVar[tuple[str, ...]] = ()  # Fields with_data sets: not options.
 
   def __init_subclass__(cls, **kwargs):

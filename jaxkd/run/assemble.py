@@ -177,6 +177,11 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
   preprocess_fields = preprocessing(config.dataset, train_data.input_shape[-1])
   objective = build_objective(config.distill, steps_per_epoch, total_steps)
   check_objective(objective, train_data, config)
+  if any(t.method.class_pairs for t in objective.terms):
+    if not hasattr(batches, "pair_by_class"):
+      raise JaxkdError(f"cs_kd pairs each example with one of its class; {train_data.name} is "
+                       "streamed, and pairs are drawn from data in memory only.")
+    batches.pair_by_class()  # each example followed by a partner of its class (CS-KD)
   if objective.cross_tokenizer:
     cross_tokenizer.check(config, objective, train_data)
   precision = Precision.from_config(config.precision)

@@ -136,9 +136,6 @@ def population_trainee(configs: Sequence[ml_collections.ConfigDict],
          load_source_split(configs[0].dataset, "test"))
   shared = len({c.seed for c in configs}) == 1
   first = assemble(configs[0], workdirs[0], raw, mesh)
-  if first.spec.cross_tokenizer is not None and configs[0].distill.on_policy.fraction:
-    raise JaxkdError("on-policy distillation across tokenizers re-tokenizes each step's samples "
-                     "on the host, one student at a time: train the members one by one.")
   if shared:  # One seed: the same data, teacher and initial state; only the values differ.
     runs = [first] + [dataclasses.replace(first, config=c, workdir=pathlib.Path(w))
                       for c, w in zip(configs[1:], workdirs[1:])]

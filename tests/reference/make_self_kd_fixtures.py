@@ -1,14 +1,18 @@
-"""Golden fixtures from the authors' code of teacher-free distillation, for
-tests/test_distill_virtual_teacher.py: Tf-KD's manually designed teacher
-(loss_kd_regularization of Yuan et al.'s my_loss_function.py, run from their source) on
-seeded logits and labels, its value and its gradient with respect to the logits. The tests
-need no torch.
+"""Golden fixtures from the authors' code of distillation without a teacher network, for
+tests/test_distill_virtual_teacher.py and tests/test_distill_cs_kd.py: Tf-KD's manually
+designed teacher (loss_kd_regularization of Yuan et al.'s my_loss_function.py) and CS-KD's
+KDLoss (the class in alinlab/cs-kd's train.py, read out of that script and run: the script
+itself starts training when imported), each run from its source on seeded logits (and
+labels): the value and its gradient with respect to the (example) logits. The tests need
+no torch.
 
   git clone https://github.com/yuanli2333/Teacher-free-Knowledge-Distillation /tmp/tfkd
-  /tmp/refenv/bin/python tests/reference/make_self_kd_fixtures.py --tfkd /tmp/tfkd
+  git clone https://github.com/alinlab/cs-kd /tmp/cskd
+  /tmp/refenv/bin/python tests/reference/make_self_kd_fixtures.py --tfkd /tmp/tfkd --cskd /tmp/cskd
 """
 
 import argparse
+import ast
 import importlib.util
 import json
 import pathlib
@@ -23,7 +27,34 @@ SETTINGS = [dict(reg_temperature=20.0, multiplier=100.0), dict(reg_temperature=1
             dict(reg_temperature=40.0, multiplier=50.0)]
 
 
-def main(tfkd: pathlib.Path) -> None:
+def _commit(path: pathlib.Path) -> str:
+  found = subprocess.run(["git", "-C", str(path), "rev-parse", "HEAD"], capture_output=True,
+                         text=True).stdout.strip()
+  return found or (path / "COMMIT").read_text().strip()
+
+
+def cs_kd_cases(cskd: pathlib.Path) -> dict:
+  """CS-KD's KDLoss(temp)(outputs, outputs_cls) on seeded example and partner logits."""
+  tree = ast.parse((cskd / "train.py").read_text())
+  source = next(node for node in tree.body if isinstance(node, ast.ClassDef)
+                and node.name == "KDLoss")
+  namespace = {"torch": torch, "nn": torch.nn}
+  exec(compile(ast.Module([source], []), "cs-kd/train.py", "exec"), namespace)
+  rng = np.random.default_rng(1)
+  examples = rng.normal(0, 2, (6, 5)).astype(np.float32)
+  partners = rng.normal(0, 2, (6, 5)).astype(np.float32)
+  cases = []
+  for temperature in (4.0, 1.0):
+    tensor = torch.tensor(examples, requires_grad=True)
+    loss = namespace["KDLoss"](temperature)(tensor, torch.tensor(partners))
+    loss.backward()
+    cases.append({"temperature": temperature, "loss": float(loss),
+                  "grad": tensor.grad.numpy().tolist()})
+  return {"source": "alinlab/cs-kd", "commit": _commit(cskd), "examples": examples.tolist(),
+          "partners": partners.tolist(), "cases": cases}
+
+
+def main(tfkd: pathlib.Path, cskd: pathlib.Path) -> None:
   torch.Tensor.cuda = lambda self, *args, **kwargs: self  # their code moves to the GPU
   spec = importlib.util.spec_from_file_location("tfkd_losses", tfkd / "my_loss_function.py")
   losses = importlib.util.module_from_spec(spec)
@@ -39,12 +70,12 @@ def main(tfkd: pathlib.Path) -> None:
     loss = losses.loss_kd_regularization(tensor, torch.tensor(labels), params)
     loss.backward()
     cases.append({**setting, "loss": float(loss), "grad": tensor.grad.numpy().tolist()})
-  commit = subprocess.run(["git", "-C", str(tfkd), "rev-parse", "HEAD"], capture_output=True,
-                          text=True).stdout.strip() or (tfkd / "COMMIT").read_text().strip()
-  OUT.write_text(json.dumps({"source": "yuanli2333/Teacher-free-Knowledge-Distillation",
-                             "commit": commit, "correct_prob": 0.99, "torch": torch.__version__,
-                             "logits": logits.tolist(), "labels": labels.tolist(),
-                             "cases": cases}, indent=1) + "\n")
+  OUT.write_text(json.dumps({
+      "torch": torch.__version__,
+      "tf_kd": {"source": "yuanli2333/Teacher-free-Knowledge-Distillation",
+                "commit": _commit(tfkd), "correct_prob": 0.99, "logits": logits.tolist(),
+                "labels": labels.tolist(), "cases": cases},
+      "cs_kd": cs_kd_cases(cskd)}, indent=1) + "\n")
   print(f"wrote {OUT}")
 
 
@@ -52,4 +83,6 @@ if __name__ == "__main__":
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--tfkd", type=pathlib.Path, required=True,
                       help="A checkout of Teacher-free-Knowledge-Distillation.")
-  main(parser.parse_args().tfkd)
+  parser.add_argument("--cskd", type=pathlib.Path, required=True, help="A checkout of cs-kd.")
+  args = parser.parse_args()
+  main(args.tfkd, args.cskd)
