@@ -111,6 +111,7 @@ def _values(config: ml_collections.ConfigDict, given: tuple[str, ...]) -> None:
   one_of("bias_correction.source", config.bias_correction.source, BIAS_SOURCES)
   in_range("bias_correction.steps", config.bias_correction.steps, 1)
   _on_policy(distill.on_policy)
+  in_range("distill.cohort", distill.cohort, 1)
 
 
 def _on_policy(on_policy: ml_collections.ConfigDict) -> None:
@@ -141,6 +142,12 @@ def _combinations(config: ml_collections.ConfigDict, given: tuple[str, ...]) -> 
       not distill.teachers and "teachers" not in given):
     raise JaxkdError("distill.on_policy.generator='teacher' samples from a teacher: set "
                      "distill.teachers.")
+  if distill.cohort > 1 and (distill.teachers or distill.soft_labels or "teachers" in given):
+    raise JaxkdError(f"distill.cohort={distill.cohort}: the members are each other's teachers; "
+                     "leave distill.teachers and distill.soft_labels empty.")
+  if distill.cohort > 1 and (config.stages or distill.on_policy.fraction):
+    raise JaxkdError(f"distill.cohort={distill.cohort} trains its members together from the "
+                     "start: no config.stages and no on-policy batches.")
   if config.bias_correction.source == "validation" and not config.dataset.validation_size:
     raise JaxkdError("bias_correction.source='validation' needs a validation split: set "
                      "dataset.validation_size > 0 (never fitted on the test set).")
@@ -151,6 +158,9 @@ def _objective(config: ml_collections.ConfigDict) -> None:
   from jaxkd.distill import build_objective
 
   objective = build_objective(config.distill, steps_per_epoch=1, total_steps=1)
+  if config.distill.cohort > 1 and not objective.needs_teacher:
+    raise JaxkdError(f"distill.cohort={config.distill.cohort}: no term reads the other members' "
+                     "predictions; add one, e.g. --config.distill.terms.dml.weight=1.0.")
   if config.bias_correction.source == "transfer" and not objective.needs_teacher:
     raise JaxkdError("bias_correction.source='transfer' fits the bias to the teachers' "
                      "probabilities on the transfer set: the objective needs a teacher term "

@@ -72,6 +72,10 @@ def base_config() -> ml_collections.ConfigDict:
       # A teacher with another tokenizer than the data's (cross-tokenizer terms: uld): its
       # tokenizer.json or a directory with one; '': the one in the teacher's directory.
       teacher_tokenizer="",
+      # Deep mutual learning: K > 1 students (seeds seed, seed + 1, ...) trained together,
+      # each taught by the others (their predictions are its teachers' outputs; terms such
+      # as dml read them), in WORKDIR/member_<i>, stepped as one (jaxkd.run.cohort).
+      cohort=1,
       # Language models: with probability `fraction` a batch of sequences the student
       # generates from `prompt_len` tokens of the data, scored by the teacher (GKD;
       # generator='teacher': sequence-level KD). jaxkd.engine.on_policy.

@@ -116,8 +116,8 @@ def teacher_outputs(spec: StepSpec, teacher_variables: Sequence[dict], batch: Ba
     # A cached teacher of another tokenizer (jaxkd.run.cross_cache): its distributions.
     return cached_teacher_log_probs(batch["teacher_topk_logprobs"], batch["teacher_topk_ids"],
                                     spec.cross_tokenizer.teacher_num_classes)[None], {}
-  if not spec.objective.needs_teacher or "teacher_topk_ids" in batch:
-    return None, {}
+  if not spec.objective.needs_teacher or "teacher_topk_ids" in batch or not spec.teachers:
+    return None, {}  # (no teachers: a cohort's members teach each other, make_cohort_step)
   dtype, paths = spec.precision.teacher, spec.objective.teacher_paths
   width, extra = spec.num_classes, model_inputs(batch)
   if spec.cross_tokenizer is not None:  # the same text through the teacher's own tokenizer
@@ -158,6 +158,11 @@ class Prepared:
   cross: dict | None = None  # A teacher of another tokenizer: the batch's spans and tokens.
 
 
+def step_keys(rng: jax.Array, step: jax.Array) -> jax.Array:
+  """A step's keys [4] (augmentation, dropout, mixup, objective): fold_in(rng, step), split."""
+  return jax.random.split(jax.random.fold_in(rng, step), 4)
+
+
 def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: Sequence[dict],
             batch: Batch, mixup_alpha: jax.Array | None = None,
             student_variables: dict | None = None) -> Prepared:
@@ -165,7 +170,7 @@ def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: 
   `mixup_alpha` (traced: a population member's) replaces spec.mixup_alpha; 0 mixes nothing.
   student_variables: the student's, for on-policy generation (spec.on_policy)."""
   root = jax.random.fold_in(rng, step)
-  augment_key, dropout_key, mixup_key, objective_key = jax.random.split(root, 4)
+  augment_key, dropout_key, mixup_key, objective_key = step_keys(rng, step)
   if spec.on_policy is not None:
     batch = on_policy_batch(
         spec.on_policy, root, batch, (spec.model, student_variables),
@@ -338,4 +343,41 @@ def make_population_step(spec: StepSpec, mesh: Mesh, teacher_shardings: Any, sha
   members = member_sharding(mesh) if split == "member" else replicated(mesh)
   return jax.jit(step, in_shardings=(members, members, teacher_shardings,
                                      batch_layout(mesh, shared_batch, split), replicated(mesh)),
+                 out_shardings=(members, members), donate_argnums=0)
+
+
+def make_cohort_step(spec: StepSpec, mesh: Mesh, split: str = "batch") -> Callable:
+  """step(states, hparams, batch) -> (states, metrics [K, ...]), jitted: K students
+  (stacked states, different seeds) on one batch, each taught by the others (deep mutual
+  learning, jaxkd.distill.dml). The batch is prepared once (the first member's
+  augmentation: all see the same images); every member's predictions come from its own
+  forward with its own dropout key, the very forward its update then repeats, and member
+  k's teachers' outputs are the other members' predictions, held fixed ([K - 1, B, C])."""
+  dtype = spec.precision.student
+
+  def step(states, hparams, batch):
+    count = states.step.shape[0]
+    peers = jnp.asarray([[j for j in range(count) if j != k] for k in range(count)])
+    prepared = prepare(spec, states.rng[0], states.step[0], (), batch)
+    keys = jax.vmap(step_keys)(states.rng, states.step)  # [K, 4]
+
+    def predictions(state, dropout_key):
+      variables = {"params": _cast(state.params, dtype), **state.model_state}
+      logits, _, _ = apply_with_features(
+          spec.model, variables, _cast_input(prepared.inputs, dtype), (),
+          train=not spec.student_eval_mode, rngs={"dropout": dropout_key},
+          mutable=[] if spec.student_eval_mode else list(state.model_state))
+      return logits.astype(jnp.float32)[..., :spec.num_classes]
+
+    logits = jax.lax.stop_gradient(jax.vmap(predictions)(states, keys[:, 1]))
+
+    def member(state, h, k, member_keys):
+      own = prepared.replace(teacher_logits=logits[peers[k]], dropout_key=member_keys[1],
+                             objective_key=member_keys[3])
+      return update(spec, state, own, batch, h)
+
+    return jax.vmap(member)(states, hparams, jnp.arange(count), keys)
+
+  members = member_sharding(mesh) if split == "member" else replicated(mesh)
+  return jax.jit(step, in_shardings=(members, members, batch_sharding(mesh)),
                  out_shardings=(members, members), donate_argnums=0)

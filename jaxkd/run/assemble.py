@@ -191,6 +191,8 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
     cached_logits, sources = parts.cached_logits, {}
     for teacher, variables in zip(teachers, teacher_variables):
       _check_classes(teacher, variables, train_data, "a teacher given as an object")
+  elif config.distill.cohort > 1:  # the members teach each other (jaxkd.run.cohort)
+    teachers, teacher_variables, cached_logits, sources = (), [], None, {}
   else:
     teachers, teacher_variables, cached_logits, sources = prepare_teachers(
         config.distill, objective, train_data, preprocess_fields, mesh, precision.teacher)
@@ -237,8 +239,9 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
                       config.distill.on_policy, train_data.kind),
                   loss_chunk=_loss_chunk(config, objective, model, teachers, train_data),
                   cross_tokenizer=cross)
-  source = ("cached soft labels" if cached_logits is not None or (
-      cross is not None and not teachers) else
+  source = ("the other members of its cohort" if config.distill.cohort > 1 else
+            "cached soft labels" if cached_logits is not None or (
+                cross is not None and not teachers) else
             f"{len(teachers)} online teacher(s)" if teachers else "no teacher")
   return Run(config, None if workdir is None else pathlib.Path(workdir), mesh, train_data,
              validation_data, test_data, batches,

@@ -37,7 +37,8 @@ from jaxkd import config as config_checks
 from jaxkd.config.population import check_population, population_differences
 from jaxkd.data.catalog import load_source_split
 from jaxkd.engine.sharding import replicated
-from jaxkd.engine.step import batch_layout, make_population_step, member_sharding
+from jaxkd.engine.step import (batch_layout, make_cohort_step, make_population_step,
+                               member_sharding)
 from jaxkd.errors import JaxkdError
 from jaxkd.run.assemble import Run, assemble
 from jaxkd.run.checkpoint import Checkpointer
@@ -126,14 +127,17 @@ def _describe(runs: Sequence[Run], split: str, shared: bool, shared_prepare: boo
 
 def population_trainee(configs: Sequence[ml_collections.ConfigDict],
                        workdirs: Sequence[str | pathlib.Path], population_dir: str | pathlib.Path,
-                       mesh=None, evaluate_test: bool = True) -> Trainee:
+                       mesh=None, evaluate_test: bool = True, mutual: bool = False,
+                       datasets: tuple | None = None) -> Trainee:
   """The members (configs[i] in workdirs[i]) assembled and stacked, with their step, for
-  the training loop."""
+  the training loop. mutual: a cohort (deep mutual learning): one batch sequence, the
+  first member's, and each member taught by the others (engine.step.make_cohort_step).
+  datasets: (train, test) arrays in place of config.dataset's splits."""
   for config in configs:
     config_checks.validate(config)
   check_population(configs)
-  raw = (load_source_split(configs[0].dataset, "train"),
-         load_source_split(configs[0].dataset, "test"))
+  raw = datasets or (load_source_split(configs[0].dataset, "train"),
+                     load_source_split(configs[0].dataset, "test"))
   shared = len({c.seed for c in configs}) == 1
   first = assemble(configs[0], workdirs[0], raw, mesh)
   if shared:  # One seed: the same data, teacher and initial state; only the values differ.
@@ -152,7 +156,7 @@ def population_trainee(configs: Sequence[ml_collections.ConfigDict],
     raise JaxkdError(f"train.population_split='member' puts whole members on each of the "
                      f"{devices} devices: give a multiple of {devices} members (not "
                      f"{len(runs)}), or split by batch.")
-  table = None if shared else device_table(first)
+  table = None if shared or mutual else device_table(first)
   starts = [_member_start(r) for r in runs]
   if len({int(s.step) for s in starts}) > 1:
     raise JaxkdError(f"the members' workdirs hold checkpoints at steps "
@@ -164,6 +168,18 @@ def population_trainee(configs: Sequence[ml_collections.ConfigDict],
     states = with_weight_decay(states, runs)
   members = member_sharding(first.mesh) if split == "member" else replicated(first.mesh)
   states, hparams = jax.device_put((states, hyperparameters(runs)), members)
+  if mutual:
+    cohort_step = make_cohort_step(first.spec, first.mesh, split)
+    layout = batch_layout(first.mesh, True, split)
+    line = (f"cohort of {len(runs)} {first.config.model.name} students (seeds "
+            f"{[r.config.seed for r in runs]}), each taught by the others, on one batch "
+            f"sequence, split over {devices} device(s) by {split}")
+    return Trainee(runs, states, lambda states, batch: cohort_step(states, hparams, batch),
+                   lambda start, end: (first.batches.batch(s) for s in range(start, end)),
+                   lambda host: jax.tree.map(
+                       lambda v: jax.make_array_from_process_local_data(layout, v), host),
+                   pathlib.Path(population_dir).absolute(), stacked=True,
+                   evaluate_test=evaluate_test, lines=(line,))
   teacher_shardings = jax.tree.map(lambda x: x.sharding, first.teacher_variables)
   step_fn = make_population_step(first.spec, first.mesh, teacher_shardings, shared,
                                  shared_prepare, split, table is not None)

@@ -15,6 +15,7 @@ from jaxkd.data import ArrayDataset
 from jaxkd.log import say
 from jaxkd.run.assemble import Parts, assemble
 from jaxkd.run.bias_correction import correct_bias
+from jaxkd.run.cohort import train_cohort
 from jaxkd.run.loop import fit, solo
 
 
@@ -40,6 +41,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | pathlib
   """
   given = parts.given if parts else ()
   config_checks.validate(config, given)
+  if config.distill.cohort > 1:  # deep mutual learning: the members teach each other
+    return train_cohort(config, workdir, datasets, mesh, parts)
   carry = None
   for stage in config_checks.stage_configs(config, given):
     stage_dir = pathlib.Path(workdir) / "stages" / stage.stage_name
