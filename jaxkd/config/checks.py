@@ -112,6 +112,10 @@ def _values(config: ml_collections.ConfigDict, given: tuple[str, ...]) -> None:
   in_range("bias_correction.steps", config.bias_correction.steps, 1)
   _on_policy(distill.on_policy)
   in_range("distill.cohort", distill.cohort, 1)
+  in_range("distill.mean_teacher_decay", distill.mean_teacher_decay, 0.0, 1.0)
+  if distill.mean_teacher_decay >= 1:
+    raise JaxkdError("distill.mean_teacher_decay must be below 1 (1 would never follow the "
+                     f"student), got {distill.mean_teacher_decay}.")
 
 
 def _on_policy(on_policy: ml_collections.ConfigDict) -> None:
@@ -145,6 +149,10 @@ def _combinations(config: ml_collections.ConfigDict, given: tuple[str, ...]) -> 
   if distill.cohort > 1 and (distill.teachers or distill.soft_labels or "teachers" in given):
     raise JaxkdError(f"distill.cohort={distill.cohort}: the members are each other's teachers; "
                      "leave distill.teachers and distill.soft_labels empty.")
+  if distill.mean_teacher_decay and (distill.teachers or distill.soft_labels or distill.cohort > 1
+                                     or "teachers" in given or distill.on_policy.fraction):
+    raise JaxkdError("distill.mean_teacher_decay: the teacher is the student's moving average; "
+                     "leave distill.teachers, soft_labels, cohort and on_policy unset.")
   if distill.cohort > 1 and (config.stages or distill.on_policy.fraction):
     raise JaxkdError(f"distill.cohort={distill.cohort} trains its members together from the "
                      "start: no config.stages and no on-policy batches.")
@@ -158,6 +166,9 @@ def _objective(config: ml_collections.ConfigDict) -> None:
   from jaxkd.distill import build_objective
 
   objective = build_objective(config.distill, steps_per_epoch=1, total_steps=1)
+  if config.distill.mean_teacher_decay and not objective.needs_teacher:
+    raise JaxkdError("distill.mean_teacher_decay: no term reads the mean teacher; add one, e.g. "
+                     "--config.distill.terms.soft_mse.weight=1.0 (the paper's consistency).")
   if config.distill.cohort > 1 and not objective.needs_teacher:
     raise JaxkdError(f"distill.cohort={config.distill.cohort}: no term reads the other members' "
                      "predictions; add one, e.g. --config.distill.terms.dml.weight=1.0.")

@@ -72,6 +72,9 @@ def check_population(configs: Sequence[ml_collections.ConfigDict]) -> None:
                      f"members differ only in {list(fields)}); run them apart.")
   if first.stages:
     raise JaxkdError("populations do not run config.stages; train staged recipes one by one.")
+  if first.distill.get("mean_teacher_decay"):
+    raise JaxkdError("a mean teacher is each member's own moving average, which a population's "
+                     "shared teacher forward does not keep apart: train the members one by one.")
   for label, spec in first.distill.terms.items():
     method = TERMS.get(dict(spec).get("term", label))
     if method.class_pairs:

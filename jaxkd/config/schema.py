@@ -76,6 +76,10 @@ def base_config() -> ml_collections.ConfigDict:
       # each taught by the others (their predictions are its teachers' outputs; terms such
       # as dml read them), in WORKDIR/member_<i>, stepped as one (jaxkd.run.cohort).
       cohort=1,
+      # Mean teacher (Tarvainen & Valpola 2017): > 0 makes the teacher the exponential
+      # moving average of the student's parameters with this decay (e.g. 0.99), updated
+      # after every step and checkpointed; terms such as soft_mse or kd read it.
+      mean_teacher_decay=0.0,
       # Language models: with probability `fraction` a batch of sequences the student
       # generates from `prompt_len` tokens of the data, scored by the teacher (GKD;
       # generator='teacher': sequence-level KD). jaxkd.engine.on_policy.

@@ -30,6 +30,7 @@ from jaxkd.engine.state import TrainState
 from jaxkd.models.lm_head import apply_head, final_path, head_params
 
 Batch = dict[str, jax.Array]
+MEAN_TEACHER = "mean_teacher"  # state.aux_state's entry of a mean teacher's parameters
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,6 +95,9 @@ class StepSpec:
   on_policy: OnPolicy | None = None
   loss_chunk: int = 0  # > 0: a language model's loss C positions at a time (engine.chunked)
   cross_tokenizer: CrossTokenizer | None = None
+  # Mean teacher (Tarvainen & Valpola 2017): the teacher is the student's exponential moving
+  # average, kept in state.aux_state[MEAN_TEACHER] and updated after every step.
+  mean_teacher_decay: float = 0.0
 
 
 def _cast_input(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
@@ -232,6 +236,11 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
     updates = jax.tree.map(lambda u: u * scale, updates)
   trainable = optax.apply_updates(trainable, updates)
   keep = spec.keep_model_state or eval_mode
+  if spec.mean_teacher_decay:  # the teacher follows the student: ema = d * ema + (1 - d) * new
+    decay = spec.mean_teacher_decay
+    aux_state = {**aux_state, MEAN_TEACHER: {"params": jax.tree.map(
+        lambda ema, new: decay * ema + (1 - decay) * new,
+        state.aux_state[MEAN_TEACHER]["params"], trainable["params"])}}
   new_state = state.replace(step=state.step + 1, params=trainable["params"],
                             aux_params=trainable["aux"], aux_state=aux_state,
                             model_state=state.model_state if keep else dict(model_state),
@@ -282,9 +291,17 @@ def _chunked_loss(spec: StepSpec, model, variables, trainable, state, prepared: 
   return loss, ((correct, tokens), state.model_state, metrics, state.aux_state)
 
 
+def mean_teacher_variables(state: TrainState) -> list[dict]:
+  """The mean teacher's variables: the moving average of the student's parameters, with the
+  student's current batch statistics."""
+  return [{"params": state.aux_state[MEAN_TEACHER]["params"], **state.model_state}]
+
+
 def train_step(spec: StepSpec, state: TrainState, teacher_variables: Sequence[dict],
                batch: Batch) -> tuple[TrainState, dict]:
   """One training step of one student (not jitted): prepare, then update."""
+  if spec.mean_teacher_decay:
+    teacher_variables = mean_teacher_variables(state)
   return update(spec, state, prepare(spec, state.rng, state.step, teacher_variables, batch,
                                      student_variables=state.variables()), batch)
 

@@ -23,7 +23,7 @@ from jaxkd.engine.on_policy import OnPolicy
 from jaxkd.engine.optim import freeze_labels, make_optimizer, make_schedule, with_freeze
 from jaxkd.engine.sharding import check_batch_size, make_mesh, place, replicated
 from jaxkd.engine.state import TrainState, init_train_state, stream
-from jaxkd.engine.step import Precision, StepSpec
+from jaxkd.engine.step import MEAN_TEACHER, Precision, StepSpec
 from jaxkd.errors import JaxkdError
 from jaxkd.log import say
 from jaxkd.models import create_model, lm_head
@@ -191,7 +191,8 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
     cached_logits, sources = parts.cached_logits, {}
     for teacher, variables in zip(teachers, teacher_variables):
       _check_classes(teacher, variables, train_data, "a teacher given as an object")
-  elif config.distill.cohort > 1:  # the members teach each other (jaxkd.run.cohort)
+  elif config.distill.cohort > 1 or config.distill.mean_teacher_decay:
+    # The members teach each other (jaxkd.run.cohort), or the student's moving average does.
     teachers, teacher_variables, cached_logits, sources = (), [], None, {}
   else:
     teachers, teacher_variables, cached_logits, sources = prepare_teachers(
@@ -207,6 +208,8 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
   elif cached_logits is not None:
     batches.add_extra("teacher_logits", cached_logits)
   model = parts.model or create_model(config.model, train_data.num_classes)
+  if config.distill.mean_teacher_decay:  # the student's architecture, its averaged parameters
+    teachers = (model,)
   objective, aux_params, aux_state = connect_features(
       objective, model, teachers, teacher_variables, train_data.input_shape, config.seed,
       train_data)
@@ -228,6 +231,11 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
     state, _ = warm_start(state, config.model.init_from, mesh, say=say)
   if carry is not None:
     state = take_over(state, carry)
+  if config.distill.mean_teacher_decay and MEAN_TEACHER not in state.aux_state:
+    # Its own buffers (a copy): the step donates the state, and one buffer donated twice
+    # (the student's and the teacher's) would not do.
+    average = jax.tree.map(lambda x: x.copy(), state.params)
+    state = state.replace(aux_state={**state.aux_state, MEAN_TEACHER: {"params": average}})
   preprocess = Preprocess(**preprocess_fields)
   spec = StepSpec(model, tx, objective, preprocess, train_data.num_classes, tuple(teachers),
                   schedule, steps_per_epoch, config.dataset.mixup_alpha, precision, frozen,
@@ -238,8 +246,10 @@ def assemble(config: ml_collections.ConfigDict, workdir: str | pathlib.Path | No
                   on_policy=None if cross is not None else OnPolicy.from_config(
                       config.distill.on_policy, train_data.kind),
                   loss_chunk=_loss_chunk(config, objective, model, teachers, train_data),
-                  cross_tokenizer=cross)
+                  cross_tokenizer=cross,
+                  mean_teacher_decay=config.distill.mean_teacher_decay)
   source = ("the other members of its cohort" if config.distill.cohort > 1 else
+            "its own moving average (mean teacher)" if config.distill.mean_teacher_decay else
             "cached soft labels" if cached_logits is not None or (
                 cross is not None and not teachers) else
             f"{len(teachers)} online teacher(s)" if teachers else "no teacher")
