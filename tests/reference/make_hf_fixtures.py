@@ -10,7 +10,8 @@ states on fixed tokens with padding. The tests need no torch.
 --check loads Hugging Face directories jaxkd wrote (jaxkd.jobs.export, each with the
 jaxkd_logits.npz of jaxkd.jobs.export.hf_parity_sample beside: tokens, mask, logits; see
 make_hf_exports.py) with transformers and compares the logits, and the tokenizer where
-there is one; the largest differences go into fixtures/hf/export_parity.json.
+there is one; the largest differences go into fixtures/hf/export_parity.json (beside the
+entries of earlier checks).
 """
 
 import argparse
@@ -81,7 +82,9 @@ def make() -> None:
 
 def check(directories: list[pathlib.Path]) -> None:
   """transformers' logits of jaxkd's exports against jaxkd's own, on the real tokens."""
-  report = {"torch": torch.__version__, "transformers": transformers.__version__, "exports": {}}
+  path = OUT / "export_parity.json"  # earlier checks of other directories are kept
+  report = json.loads(path.read_text()) if path.exists() else {"exports": {}}
+  report.update(torch=torch.__version__, transformers=transformers.__version__)
   for directory in directories:
     saved = np.load(directory / "jaxkd_logits.npz")
     model = transformers.AutoModelForCausalLM.from_pretrained(directory, dtype=torch.float32)
@@ -106,7 +109,7 @@ def check(directories: list[pathlib.Path]) -> None:
       report["exports"][name]["tokenizer"] = f"AutoTokenizer: the same {len(ours)} ids"
     print(name, report["exports"][name])
     assert difference.max() <= 1e-4 * scale, directory
-  (OUT / "export_parity.json").write_text(json.dumps(report, indent=2) + "\n")
+  path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":
