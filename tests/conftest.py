@@ -1,6 +1,7 @@
 """Eight fake CPU devices for every test (set before jax is imported), and toy data."""
 
 import os
+import pathlib
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_force_host_platform_device_count=8").strip()
@@ -42,7 +43,6 @@ def toy_datasets():
 def load_script(*parts: str):
   """A script of the repository (e.g. 'experiments', 'lm_pretrained', 'run.py') as a module."""
   import importlib.util
-  import pathlib
 
   path = pathlib.Path(__file__).resolve().parents[1].joinpath(*parts)
   spec = importlib.util.spec_from_file_location(f"jaxkd_script_{parts[-2]}", path)
@@ -120,3 +120,16 @@ def pytest_collection_modifyitems(config, items):
     keep = lambda item: "all_configs" not in item.keywords
   config.hook.pytest_deselected(items=[item for item in items if not keep(item)])
   items[:] = [item for item in items if keep(item)]
+
+
+WORDS = ("the king is dead long live the queen my lord what say you to this "
+         "naïve café — fair is foul and foul is fair hover through the fog").split()
+
+
+def write_corpus(root: pathlib.Path, count: int = 8) -> pathlib.Path:
+  """`count` documents play0.txt ... of a few hundred words each (with non-ASCII
+  characters) in root: a text corpus for dataset 'text'."""
+  rng = np.random.default_rng(0)
+  for i in range(count):
+    (root / f"play{i}.txt").write_text(" ".join(rng.choice(WORDS, 300 + 40 * i)) + ".\n")
+  return root

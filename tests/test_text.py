@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from conftest import toy_config
+from conftest import toy_config, write_corpus
 
 from jaxkd.data import load_split, text, tokenizers
 from jaxkd.data.arrays import UNLABELED
@@ -23,19 +23,10 @@ from jaxkd.models import create_model, hf
 from jaxkd.run import train
 from jaxkd.run.saved import load_run
 
-WORDS = ("the king is dead long live the queen my lord what say you to this "
-         "naïve café — fair is foul and foul is fair hover through the fog").split()
-
-
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-  """Eight documents of a few hundred words each (one with non-ASCII characters)."""
-  root = tmp_path_factory.mktemp("corpus")
-  rng = np.random.default_rng(0)
-  for i in range(8):
-    words = rng.choice(WORDS, 300 + 40 * i)
-    (root / f"play{i}.txt").write_text(" ".join(words) + ".\n")
-  return root
+  """Eight documents of a few hundred words each (with non-ASCII characters)."""
+  return write_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def _data_config(corpus, **dataset):

@@ -235,21 +235,14 @@ def test_the_hybrid_leaves_out_the_unmatched_part_when_one_side_has_none():
   assert float(value[0, 0]) == pytest.approx(0.75 * jsd, rel=1e-5)
 
 
-WORDS = ("the king is dead long live the queen my lord what say you to this "
-         "naïve café — fair is foul and foul is fair hover through the fog").split()
-
-
 @pytest.fixture(scope="module")
 def bpe_teacher(tmp_path_factory):
   """Eight documents, and a teacher trained on them with a BPE of 400 tokens."""
-  from conftest import toy_config
+  from conftest import toy_config, write_corpus
 
   from jaxkd.run import train
 
-  root = tmp_path_factory.mktemp("cross")
-  rng = np.random.default_rng(0)
-  for i in range(8):
-    (root / f"play{i}.txt").write_text(" ".join(rng.choice(WORDS, 300 + 40 * i)) + ".\n")
+  root = write_corpus(tmp_path_factory.mktemp("cross"))
 
   def config(vocabulary, **terms):
     c = toy_config(num_steps=4, log_every_steps=2, checkpoint_every_steps=4)

@@ -19,8 +19,9 @@ The argument is 'ARM,TEACHER[,CACHE]'.
       --workdir=runs/cross_tokenizer/uld_spans/seed=0
 """
 
-import importlib.util
 import pathlib
+
+from jaxkd.config import load_config_file
 
 ARMS = ("alone", "uld", "uld_spans", "uld_hybrid", "uld_hybrid_cached")
 VOCABULARY = 2048
@@ -34,7 +35,8 @@ def get_config(arg: str = "uld_spans,runs/lm_pretrained/teacher_export/hf"):
   arm, teacher, *cache = arg.split(",")
   if arm not in ARMS:
     raise ValueError(f"arm '{arm}' is not one of {ARMS}.")
-  config = _student_module().get_config(f"alone,{teacher}")
+  config = load_config_file(pathlib.Path(__file__).with_name("bpe_student.py"),
+                            f"alone,{teacher}")
   config.dataset.vocab_size = VOCABULARY  # tokenizer B: trained on the training plays
   if arm != "alone":
     config.distill.terms = {"ce": {"weight": 1.0}, "uld": {"weight": 1.0, **ULD[arm]}}
@@ -44,11 +46,3 @@ def get_config(arg: str = "uld_spans,runs/lm_pretrained/teacher_export/hf"):
     else:
       config.distill.teachers = (teacher,)
   return config
-
-
-def _student_module():
-  path = pathlib.Path(__file__).with_name("bpe_student.py")
-  spec = importlib.util.spec_from_file_location("jaxkd_config_shakespeare_bpe_student", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
