@@ -416,3 +416,18 @@ def test_a_cached_teacher_of_another_tokenizer_lines_up_by_bytes(tmp_path):
   train.train_and_evaluate(config, tmp_path / "student")
   records = [r for r in read_metrics(tmp_path / "student") if r["split"] == "train"]
   assert records and all(np.isfinite(r["loss/uld"]) for r in records)
+
+
+def test_the_host_sorted_order_gives_lax_sort_s_values_and_gradient():
+  """descending() on a CPU (NumPy's order, gathered in JAX) against lax's sort, on values
+  without ties (with ties both are valid orders)."""
+  from jaxkd.distill.uld import descending
+
+  x = jax.nn.softmax(jax.random.normal(jax.random.PRNGKey(0), (3, 5, 64)) * 3)
+  target = jnp.linspace(0.2, 0.0, 64)
+  ours = jax.value_and_grad(lambda x: jnp.sum(jnp.abs(descending(x) - target) ** 1.5))(x)
+  lax_sort = jax.value_and_grad(
+      lambda x: jnp.sum(jnp.abs(-jnp.sort(-x, axis=-1) - target) ** 1.5))(x)
+  np.testing.assert_array_equal(np.asarray(jax.jit(descending)(x)), -np.sort(-np.asarray(x), -1))
+  assert float(ours[0]) == pytest.approx(float(lax_sort[0]), rel=1e-6)
+  np.testing.assert_allclose(np.asarray(ours[1]), np.asarray(lax_sort[1]), rtol=1e-6, atol=1e-8)

@@ -62,12 +62,30 @@ def span_log_probs(log_probs: jax.Array, span: jax.Array, ids: jax.Array, base_l
   return gathered + others[..., None], where >= 0
 
 
+def _host_order(values: np.ndarray) -> np.ndarray:
+  return np.argsort(-values, axis=-1).astype(np.int32)
+
+
+def descending(x: jax.Array) -> jax.Array:
+  """x sorted in decreasing order along its last axis, differentiably. On a CPU the order
+  comes from NumPy's argsort through a host callback and the values are gathered in JAX:
+  XLA:CPU's sort is several times slower at a vocabulary's size (2,048 rows of 4,096:
+  1.6 s against 0.24 s, AMD EPYC), and uld sorts every span's distribution each step.
+  Elsewhere lax's sort."""
+
+  def on_cpu(x):
+    order = jax.pure_callback(_host_order, jax.ShapeDtypeStruct(x.shape, jnp.int32),
+                              jax.lax.stop_gradient(x), vmap_method="expand_dims")
+    return jnp.take_along_axis(x, order, axis=-1)
+
+  return jax.lax.platform_dependent(x, cpu=on_cpu, default=lambda x: -jnp.sort(-x, axis=-1))
+
+
 def _sorted_l1(p: jax.Array, q: jax.Array) -> jax.Array:
   """sum_i |p_(i) - q_(i)| over the last axis, both sorted in decreasing order, the
   shorter padded with zeros."""
   size = max(p.shape[-1], q.shape[-1])
-  ordered = lambda x: jnp.pad(-jnp.sort(-x, axis=-1),
-                              [(0, 0)] * (x.ndim - 1) + [(0, size - x.shape[-1])])
+  ordered = lambda x: jnp.pad(descending(x), [(0, 0)] * (x.ndim - 1) + [(0, size - x.shape[-1])])
   return jnp.sum(jnp.abs(ordered(p) - ordered(q)), axis=-1)
 
 
