@@ -32,3 +32,18 @@ def test_the_readme_shows_this_method_file_as_it_is():
   section = (root / "README.md").read_text().split("### Add a method", 1)[1]
   shown = section.split("```python\n", 1)[1].split("```", 1)[0]
   assert shown == (root / "jaxkd" / "distill" / "hard_kd.py").read_text()
+
+
+def test_the_hard_versus_soft_experiment_runs_small(tmp_path):
+  """experiments/hard_vs_soft/run.py end to end, 2 steps per run, 2 seeds: both datasets,
+  every arm, the table."""
+  import argparse
+  import json
+
+  from conftest import load_script
+
+  module = load_script("experiments", "hard_vs_soft", "run.py")
+  module.main_with(argparse.Namespace(seeds=2, workdir=tmp_path, steps=2, no_readme=True))
+  table = json.loads((tmp_path / "table.json").read_text())
+  assert set(table) == {f"{d}/{a}" for d in ("mnist", "digits") for a in module.ARMS}
+  assert all(len(errors) == 2 for errors in table.values())
