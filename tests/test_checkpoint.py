@@ -1,8 +1,10 @@
+import pathlib
 import shutil
 
 import jax
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 from conftest import toy_config
 
@@ -95,3 +97,46 @@ def test_half_written_checkpoints_are_removed_at_start(tmp_path):
   ckpt = Checkpointer(tmp_path, every_steps=1)
   assert not unfinished.exists() and ckpt.latest_step() == 3
   ckpt.close()
+
+
+def test_an_error_raised_in_orbax_is_not_logged_again_by_asyncio(tmp_path):
+  """A failed background save is reported once, as a one-line JaxkdError; asyncio's
+  "exception was never retrieved" log of the same orbax error (a traceback, printed at an
+  unpredictable moment) is left out, while an asyncio error from other code still shows."""
+  import asyncio
+  import gc
+  import logging
+
+  orbax_file = pathlib.Path(ocp.__file__).parent / "_src" / "serialization" / "serialization.py"
+  namespace = {}
+  exec(compile("def fail():\n  raise ValueError('RESOURCE_EXHAUSTED')\n", str(orbax_file), "exec"),
+       namespace)
+
+  async def in_orbax():
+    namespace["fail"]()
+
+  async def elsewhere():
+    raise ValueError("a bug of ours")
+
+  records = []
+
+  class Keep(logging.Handler):
+    def emit(self, record):
+      records.append(record)
+
+  handler = Keep()
+  logging.getLogger().addHandler(handler)
+  try:
+    for coroutine in (in_orbax, elsewhere):
+      async def main():
+        asyncio.gather(coroutine())  # Never awaited: its error is never retrieved.
+        await asyncio.sleep(0.01)
+
+      loop = asyncio.new_event_loop()
+      loop.run_until_complete(main())
+      loop.close()
+      gc.collect()
+  finally:
+    logging.getLogger().removeHandler(handler)
+  logged = [r.exc_info[1] for r in records if r.name == "asyncio" and r.exc_info]
+  assert [str(e) for e in logged] == ["a bug of ours"]

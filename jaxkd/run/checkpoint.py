@@ -23,14 +23,31 @@ CORRUPT_SUFFIX = ".corrupt"  # Where a damaged checkpoint is moved (orbax ignore
 
 
 class _OrbaxErrors(std_logging.Filter):
-  """Orbax logs a failed background save from each of its threads (tracebacks at ERROR);
-  Checkpointer reports it once, as one line, so those are left out."""
+  """Orbax logs a failed background save from each of its threads (tracebacks at ERROR), and
+  asyncio may log the same error again from orbax's event loop ("exception was never
+  retrieved"); Checkpointer reports it once, as one line, so those are left out. Other
+  asyncio errors (not raised inside orbax) still pass."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return not (record.levelno >= std_logging.ERROR and "/orbax/" in record.pathname)
+    if record.levelno < std_logging.ERROR:
+      return True
+    if "/orbax/" in record.pathname:
+      return False
+    return not (record.name == "asyncio" and _raised_in_orbax(record))
+
+
+def _raised_in_orbax(record: std_logging.LogRecord) -> bool:
+  """Whether the exception an asyncio record carries was raised in orbax's code."""
+  frame = record.exc_info[2] if record.exc_info else None  # asyncio logs with exc_info.
+  while frame is not None:
+    if "/orbax/" in frame.tb_frame.f_code.co_filename:
+      return True
+    frame = frame.tb_next
+  return False
 
 
 logging.get_absl_logger().addFilter(_OrbaxErrors())
+std_logging.getLogger("asyncio").addFilter(_OrbaxErrors())
 
 
 class DamagedCheckpoint(JaxkdError):
