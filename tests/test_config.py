@@ -89,5 +89,5 @@ def test_pipeline_student_seeds_must_be_a_positive_count():
   config.student.seed = 3
   assert pipeline.student_seeds(config) == [3, 4, 5]
   config.student.seeds = 0
-  with pytest.raises(JaxkdError, match="student.seeds must be a positive number of seeds"):
+  with pytest.raises(JaxkdError, match="student.seeds must be a positive number"):
     pipeline.validate(config)

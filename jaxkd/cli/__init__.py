@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 COMMANDS = {
-    "train": "train a config (a training run, or the pipeline for job='pipeline'); resumes",
+    "train": "train a config (a training run, the pipeline for job='pipeline', the runs of job='graph'); resumes",
     "sweep": "a config over a grid of overrides and seeds, then a table and a plot",
     "search": "successive halving over populations, ranked on the validation split",
     "soft_labels": "cache a teacher's soft labels (top-k per token for language models)",

@@ -1,6 +1,7 @@
 """python -m jaxkd train --config=configs/mnist/teacher.py --workdir=DIR [--config.<field>=V]
 
-Trains the config in DIR (config.job 'pipeline' runs the whole pipeline: jaxkd.jobs.pipeline).
+Trains the config in DIR (config.job 'pipeline' runs the whole pipeline: jaxkd.jobs.pipeline;
+'graph' runs named runs that teach each other: jaxkd.jobs.graph).
 Any config field can be overridden: --config.train.epochs=3 --config.seed=1. Running again
 with the same workdir resumes from its latest checkpoint.
 """
@@ -41,6 +42,11 @@ def main() -> None:
       raise JaxkdError("the pipeline job runs in one process (soft labels and the report are "
                        "computed on one host); run its stages as separate training jobs.")
     pipeline.run(config, workdir)
+    return
+  if config.job == "graph":
+    from jaxkd.jobs import graph
+
+    graph.run(config, workdir)
     return
   result = train.train_and_evaluate(config, workdir)
   say(train.summary_line(result, workdir))

@@ -4,7 +4,7 @@ of configs may vary (population)."""
 
 from jaxkd.config.checks import stage_configs, validate
 from jaxkd.config.files import load_config_file
-from jaxkd.config.schema import base_config, complete, pipeline_config
+from jaxkd.config.schema import base_config, complete, graph_config, pipeline_config
 
-__all__ = ["base_config", "complete", "load_config_file", "pipeline_config", "stage_configs",
+__all__ = ["base_config", "complete", "graph_config", "load_config_file", "pipeline_config", "stage_configs",
            "validate"]

@@ -12,7 +12,7 @@ from jaxkd.config.paths import get
 from jaxkd.config.schema import REQUIRED, STAGE_DEFAULTS, STAGE_FIELDS, complete
 from jaxkd.errors import JaxkdError
 
-JOBS = ("train", "pipeline")
+JOBS = ("train", "pipeline", "graph")
 PRECISIONS = ("float32", "bfloat16")  # config.precision.student / .teacher
 BIAS_SOURCES = ("none", "validation", "transfer")
 SOURCES = ("auto", "tfds", "offline")  # config.dataset.source
@@ -187,6 +187,9 @@ def validate(config: ml_collections.ConfigDict, given: tuple[str, ...] = ()) -> 
   if config.job == "pipeline":
     validate_pipeline(config)
     return
+  if config.job == "graph":
+    graph_order(config)
+    return
   _required(config, given)
   _names(config, given)
   _values(config, given)
@@ -200,15 +203,59 @@ def validate_pipeline(config: ml_collections.ConfigDict) -> None:
   one_of("distill.mode", config.distill.mode, PIPELINE_MODES)
   one_of("distill.soft_label_dtype", config.distill.soft_label_dtype, SOFT_LABEL_DTYPES)
   in_range("distill.top_k", config.distill.top_k, 0)
-  seeds = config.student.seeds
-  if not isinstance(seeds, int) or isinstance(seeds, bool) or seeds < 1:
-    raise JaxkdError(f"student.seeds must be a positive number of seeds, got {seeds!r}; e.g. "
-                     "--config.student.seeds=3 (and --config.student.seed=3 for seeds 3, 4, 5).")
+  _positive_count("student.seeds", config.student.seeds,
+                  "--config.student.seeds=3 (and --config.student.seed=3 for seeds 3, 4, 5)")
   for role in ("teacher", "student"):
     try:
       validate(config[role])
     except JaxkdError as e:
       raise JaxkdError(f"{role}: {e}") from None
+
+
+def _positive_count(path: str, value, example: str) -> None:
+  if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+    raise JaxkdError(f"{path} must be a positive number, got {value!r}; e.g. {example}.")
+
+
+def graph_order(config: ml_collections.ConfigDict) -> list[str]:
+  """The graph job's runs in an order where every run comes after the runs it names as
+  teachers (by name; ties alphabetical), each run's own checks passed; raises for a run
+  that names itself, a cycle, a baseline that is not a run, a run cached from another run,
+  or a config that is not a training run's."""
+  _positive_count("seeds", config.seeds, "--config.seeds=3")
+  runs = dict(config.runs.items())
+  if not runs:
+    raise JaxkdError("a graph needs at least one run: config.runs.<name> = a training config "
+                     "(see configs/mnist/born_again.py).")
+  if config.baseline and config.baseline not in runs:
+    raise JaxkdError(f"baseline={config.baseline!r} is not a run of this graph; its runs: "
+                     f"{sorted(runs)}.")
+  needs = {}
+  for name, run in runs.items():
+    if not isinstance(run, ml_collections.ConfigDict) or run.get("job", "train") != "train":
+      raise JaxkdError(f"runs.{name} must be a training run's config (job 'train', e.g. "
+                       "jaxkd.config.base_config() or a config file's get_config()).")
+    try:
+      validate(run)
+    except JaxkdError as e:
+      raise JaxkdError(f"runs.{name}: {e}") from None
+    cached = [s for s in run.distill.soft_labels if s in runs]
+    if cached:
+      raise JaxkdError(f"runs.{name}.distill.soft_labels names the run(s) {cached}: a graph's "
+                       "runs teach online; name them in distill.teachers instead.")
+    needs[name] = [t for t in run.distill.teachers if t in runs]
+    if name in needs[name]:
+      raise JaxkdError(f"runs.{name} names itself as its teacher; name an earlier run.")
+  order, placed = [], set()
+  while len(order) < len(runs):
+    ready = sorted(n for n in runs if n not in placed and set(needs[n]) <= placed)
+    if not ready:
+      cycle = sorted(n for n in runs if n not in placed)
+      raise JaxkdError(f"the runs {cycle} name each other as teachers in a cycle: none of them "
+                       "can be trained first.")
+    order.append(ready[0])
+    placed.add(ready[0])
+  return order
 
 
 def stage_configs(config: ml_collections.ConfigDict, given: tuple[str, ...] = ()

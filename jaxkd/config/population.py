@@ -60,8 +60,9 @@ def fixed_key(config: ml_collections.ConfigDict) -> str:
   return repr(sorted((k, repr(v)) for k, v in _flat(config).items() if not _varies(k, fields)))
 
 
-def check_population(configs: Sequence[ml_collections.ConfigDict]) -> None:
-  """Raises JaxkdError unless the configs differ only where a population can."""
+def check_population(configs: Sequence[ml_collections.ConfigDict], mutual: bool = False) -> None:
+  """Raises JaxkdError unless the configs differ only where a population can. mutual: they
+  are the members of one cohort (deep mutual learning), not cohorts themselves."""
   if not configs:
     raise JaxkdError("a population needs at least one member.")
   first = configs[0]
@@ -72,6 +73,10 @@ def check_population(configs: Sequence[ml_collections.ConfigDict]) -> None:
                      f"members differ only in {list(fields)}); run them apart.")
   if first.stages:
     raise JaxkdError("populations do not run config.stages; train staged recipes one by one.")
+  if first.distill.get("cohort", 1) > 1 and not mutual:
+    raise JaxkdError(f"each member is a cohort of {first.distill.cohort} students (deep mutual "
+                     "learning), which trains as a population of its own: train the cohorts "
+                     "one by one.")
   if first.distill.get("mean_teacher_decay"):
     raise JaxkdError("a mean teacher is each member's own moving average, which a population's "
                      "shared teacher forward does not keep apart: train the members one by one.")

@@ -17,7 +17,7 @@ REQUIRED = ("dataset.name", "model.name", "optimizer.learning_rate", "train.batc
 def base_config() -> ml_collections.ConfigDict:
   """Every field of a training run (job 'train'), with its default."""
   config = ml_collections.ConfigDict()
-  config.job = "train"  # train | pipeline (pipeline_config)
+  config.job = "train"  # train | pipeline (pipeline_config) | graph (graph_config)
   config.seed = 0
 
   config.dataset = ml_collections.ConfigDict(dict(
@@ -203,15 +203,30 @@ def pipeline_config() -> ml_collections.ConfigDict:
   return config
 
 
+def graph_config() -> ml_collections.ConfigDict:
+  """Every field of the graph job (jaxkd.jobs.graph): named training runs, each a
+  base_config() whose distill.teachers may name earlier runs of the graph."""
+  config = ml_collections.ConfigDict()
+  config.job = "graph"
+  config.runs = ml_collections.ConfigDict()  # name -> a training config (base_config)
+  # Each run trains `seeds` seeds, from its own `seed` on; seed i of a run is taught by seed i
+  # of each teacher run (so a chain's spread includes its teachers').
+  config.seeds = 1
+  config.baseline = ""  # The run every other is compared against (gain in test errors); '': none.
+  config.distributed = base_config().distributed  # The graph runs in one process.
+  return config
+
+
 def defaults_for(config) -> ml_collections.ConfigDict:
-  """The schema a config follows: pipeline_config() for job 'pipeline', else base_config()."""
+  """The schema a config follows: pipeline_config() for job 'pipeline', graph_config() for
+  job 'graph', else base_config()."""
   job = config.get("job", "train") if hasattr(config, "get") else "train"
-  return pipeline_config() if job == "pipeline" else base_config()
+  return {"pipeline": pipeline_config, "graph": graph_config}.get(job, base_config)()
 
 
-# Sections whose keys are open (a model's constructor arguments, a method's options): their
-# defaults are not merged key by key below the section.
-OPEN_SECTIONS = ("model", "distill.terms")
+# Sections whose keys are open (a model's constructor arguments, a method's options, a
+# graph's runs): their defaults are not merged key by key below the section.
+OPEN_SECTIONS = ("model", "distill.terms", "runs")
 
 
 def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -236,5 +251,9 @@ def complete(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if config.get("job") == "pipeline":
     for role in ("teacher", "student"):
       fill(config[role], base_config(), "")
+  if config.get("job") == "graph":
+    for name in config.runs:
+      if isinstance(config.runs[name], ml_collections.ConfigDict):
+        fill(config.runs[name], base_config(), "")
   return config
 

@@ -53,6 +53,21 @@ def _population_fits(configs: list[ml_collections.ConfigDict]) -> bool:
   return True
 
 
+def train_seeds(configs: list[ml_collections.ConfigDict], workdirs: list[pathlib.Path],
+                population_dir: pathlib.Path, vectorize: bool, what: str) -> None:
+  """Trains one arm's seeds (resumed, or reused when finished): as one population when
+  `vectorize` and they can be one, else one after another; each seed's run directory is the
+  same either way."""
+  seeds = [c.seed for c in configs]
+  if vectorize and len(configs) > 1 and _population_fits(configs):
+    say(f"{what}: seeds {seeds} as one population")
+    train_population(configs, workdirs, population_dir)
+    return
+  for seed_config, seed_dir in zip(configs, workdirs):
+    say(f"{what}: seed {seed_config.seed} of {seeds}")
+    train_and_evaluate(seed_config, seed_dir)
+
+
 def distilled_config(config: ml_collections.ConfigDict, teacher_dir: pathlib.Path,
                      cache: pathlib.Path) -> ml_collections.ConfigDict:
   """The student's config with the pipeline's objective and teacher source."""
@@ -124,16 +139,10 @@ def _run(config: ml_collections.ConfigDict, workdir: pathlib.Path) -> dict:
   seeds = student_seeds(config)
   students = {}
   for number, (role, arm) in enumerate((("baseline", config.student), ("distilled", student))):
-    how = "(no teacher)" if role == "baseline" else f"({config.distill.mode})"
-    configs = [seeded(arm, seed) for seed in seeds]
+    how = "no teacher" if role == "baseline" else config.distill.mode
     workdirs = [workdir / role / f"seed={seed}" for seed in seeds]
-    if config.vectorize_seeds and len(seeds) > 1 and _population_fits(configs):
-      say(f"== {3 + number}/4 {role} students, seeds {seeds} as one population {how}")
-      train_population(configs, workdirs, workdir / role / "population")
-    else:
-      for seed, seed_config, seed_dir in zip(seeds, configs, workdirs):
-        say(f"== {3 + number}/4 {role} student, seed {seed} of {seeds} {how}")
-        train_and_evaluate(seed_config, seed_dir)
+    train_seeds([seeded(arm, seed) for seed in seeds], workdirs, workdir / role / "population",
+                config.vectorize_seeds, f"== {3 + number}/4 {role} student ({how})")
     students[role] = [load_run(seed_dir, mesh) for seed_dir in workdirs]
 
   test_data = load_split(config.student.dataset, "test")

@@ -135,7 +135,7 @@ def population_trainee(configs: Sequence[ml_collections.ConfigDict],
   datasets: (train, test) arrays in place of config.dataset's splits."""
   for config in configs:
     config_checks.validate(config)
-  check_population(configs)
+  check_population(configs, mutual)
   raw = datasets or (load_source_split(configs[0].dataset, "train"),
                      load_source_split(configs[0].dataset, "test"))
   shared = len({c.seed for c in configs}) == 1
