@@ -153,6 +153,20 @@ def _combinations(config: ml_collections.ConfigDict, given: tuple[str, ...]) -> 
                                      or "teachers" in given or distill.on_policy.fraction):
     raise JaxkdError("distill.mean_teacher_decay: the teacher is the student's moving average; "
                      "leave distill.teachers, soft_labels, cohort and on_policy unset.")
+  if distill.cohort_models:
+    models = [dict(m) for m in distill.cohort_models]
+    if len(models) != distill.cohort or not all(isinstance(m.get("name"), str) for m in models):
+      raise JaxkdError(f"distill.cohort_models needs one model section (with its `name`) per "
+                       f"member of the cohort ({distill.cohort}), got {len(models)}: e.g. "
+                       "({'name': 'mlp', 'widths': (100,)}, {'name': 'mlp', 'widths': (400,)}).")
+    if "model" in given:
+      raise JaxkdError("distill.cohort_models builds each member from its section; give the "
+                       "model by name, not as an object.")
+    from jaxkd.models import MODELS
+
+    for model in models:
+      if model["name"] != "hf":
+        MODELS.get(model["name"])
   if distill.cohort > 1 and (config.stages or distill.on_policy.fraction):
     raise JaxkdError(f"distill.cohort={distill.cohort} trains its members together from the "
                      "start: no config.stages and no on-policy batches.")

@@ -76,6 +76,9 @@ def base_config() -> ml_collections.ConfigDict:
       # each taught by the others (their predictions are its teachers' outputs; terms such
       # as dml read them), in WORKDIR/member_<i>, stepped as one (jaxkd.run.cohort).
       cohort=1,
+      # The cohort's models, one per member (each a model section: name and fields), for
+      # members of different architectures; (): every member is `model`.
+      cohort_models=(),
       # Mean teacher (Tarvainen & Valpola 2017): > 0 makes the teacher the exponential
       # moving average of the student's parameters with this decay (e.g. 0.99), updated
       # after every step and checkpointed; terms such as soft_mse or kd read it.

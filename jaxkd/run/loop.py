@@ -43,7 +43,9 @@ class Trainee:
 
   runs: the members (one for a single run); the first sets the length, the mesh and when
   to log, evaluate and checkpoint. state: the train state, the members' stacked on a
-  leading axis when `stacked`. step(state, device batch) -> (state, metrics), jitted.
+  leading axis when `stacked`, or a tuple of the members' states when `tupled` (members of
+  different architectures). step(state, device batch) -> (state, metrics), jitted; the
+  metrics of several members stacked on a leading axis.
   host_batches(start, end) yields the host batches of steps start .. end - 1 (in a
   background thread) and to_device places one on the devices (on the main thread).
   directory: where its checkpoints go. evaluate_test: False evaluates the validation
@@ -60,10 +62,18 @@ class Trainee:
   stacked: bool = False
   evaluate_test: bool = True
   lines: tuple[str, ...] = ()
+  tupled: bool = False
 
   def member(self, state, index: int):
     """Member `index`'s own state."""
+    if self.tupled:
+      return state[index]
     return jax.tree.map(lambda x: x[index], state) if self.stacked else state
+
+  @property
+  def several(self) -> bool:
+    """Whether the state holds several members (their metrics stacked)."""
+    return self.stacked or self.tupled
 
 
 def solo(run: Run) -> Trainee:
@@ -191,7 +201,7 @@ def _evaluate(trainee: Trainee, state, step: int, writers: list, progress) -> li
 
 
 def _step_of(trainee: Trainee, state) -> int:
-  return int(state.step[0]) if trainee.stacked else int(state.step)
+  return int(trainee.member(state, 0).step) if trainee.several else int(state.step)
 
 
 def fit(trainee: Trainee) -> tuple[list[dict], Any]:
@@ -248,7 +258,7 @@ def _fit(trainee: Trainee) -> tuple[list[dict], Any]:
         if step % log_every == 0 or step % checkpointer.every_steps == 0 or last:
           check_finite(window.pending, window.step + 1, checkpointer)  # Before any save.
         if step % log_every == 0 or last:
-          means = window.means(step, first.steps_per_epoch, len(trainee.runs), trainee.stacked)
+          means = window.means(step, first.steps_per_epoch, len(trainee.runs), trainee.several)
           for writer, member_means in zip(writers, means):
             writer.write(step, "train", member_means)
           progress.set_postfix(epoch=f"{means[0]['epoch']:.2f}", loss=f"{means[0]['loss']:.4f}",
@@ -275,7 +285,7 @@ def _finish(trainee: Trainee, state, checkpointer: Checkpointer, writers: list,
   checkpointer.save(final_step, state, force=True)
   checkpointer.close()
   members = [trainee.member(state, i) for i in range(len(trainee.runs))]
-  if trainee.stacked and not stopped_by:
+  if trainee.several and not stopped_by:
     for run, member in zip(trainee.runs, members):
       own = Checkpointer(run.workdir, 1, run.config.train.keep_checkpoints)
       own.save(final_step, member, force=True)

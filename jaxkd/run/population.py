@@ -97,7 +97,7 @@ def device_table(run: Run):
   return {k: jax.device_put(np.asarray(v), replicated(run.mesh)) for k, v in host.items()}
 
 
-def _member_start(run: Run):
+def member_start(run: Run):
   """A member's state to start from: its own workdir's last checkpoint where it has one (a
   member continued in a new population, e.g. the next rung of a search), else fresh."""
   member = Checkpointer(run.workdir, 1, run.config.train.keep_checkpoints)
@@ -105,6 +105,15 @@ def _member_start(run: Run):
     return run.state if member.latest_step() is None else member.restore(run.state)
   finally:
     member.close()
+
+
+def check_same_step(starts) -> None:
+  """Members stepped together must start at one step."""
+  if len({int(s.step) for s in starts}) > 1:
+    raise JaxkdError(f"the members' workdirs hold checkpoints at steps "
+                     f"{[int(s.step) for s in starts]}; a population steps its members together: "
+                     "finish them one by one (python -m jaxkd sweep --novectorize) or start "
+                     "fresh workdirs.")
 
 
 def _describe(runs: Sequence[Run], split: str, shared: bool, shared_prepare: bool,
@@ -157,12 +166,8 @@ def population_trainee(configs: Sequence[ml_collections.ConfigDict],
                      f"{devices} devices: give a multiple of {devices} members (not "
                      f"{len(runs)}), or split by batch.")
   table = None if shared or mutual else device_table(first)
-  starts = [_member_start(r) for r in runs]
-  if len({int(s.step) for s in starts}) > 1:
-    raise JaxkdError(f"the members' workdirs hold checkpoints at steps "
-                     f"{[int(s.step) for s in starts]}; a population steps its members together: "
-                     "finish them one by one (python -m jaxkd sweep --novectorize) or start "
-                     "fresh workdirs.")
+  starts = [member_start(r) for r in runs]
+  check_same_step(starts)
   states = jax.tree.map(lambda *xs: jnp.stack(xs), *starts)
   if "optimizer.weight_decay" in varied:
     states = with_weight_decay(states, runs)
