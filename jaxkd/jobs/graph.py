@@ -137,9 +137,9 @@ def compare(config: ml_collections.ConfigDict, workdir: pathlib.Path, order: lis
       rows[f"ensemble({', '.join(members)})"] = {
           "teachers": [], "model": "ensemble", "params": sum(rows[m]["params"] for m in members),
           "errors": [_errors(p, test.labels) for p in ensemble], "examples": len(test)}
-  for row in rows.values():
+  for label, row in rows.items():
     row["errors_mean"], row["errors_std"] = mean_std(row["errors"])
-    if config.baseline:
+    if config.baseline and label != config.baseline:
       row["gain"] = welch_interval(rows[config.baseline]["errors"], row["errors"])
   return {"runs": rows, "baseline": config.baseline, "seeds": config.seeds, "order": order,
           "device": str(jax.devices()[0].device_kind)}
@@ -156,8 +156,8 @@ def render_markdown(report: dict) -> str:
              f"{row['params']:,}", plus_minus(row["errors_mean"], row["errors_std"]),
              plus_minus(*mean_std(accuracy), digits=2)]
     if report["baseline"]:
-      gain = row["gain"]
-      cells.append(f"{gain['difference']:.1f}" + (
+      gain = row.get("gain")
+      cells.append("-" if gain is None else f"{gain['difference']:.1f}" + (
           f" [{gain['low']:.1f}, {gain['high']:.1f}]" if gain["low"] is not None else ""))
     rows.append(cells)
   return "\n".join([
