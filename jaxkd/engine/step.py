@@ -100,12 +100,12 @@ class StepSpec:
   mean_teacher_decay: float = 0.0
 
 
-def _cast_input(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
+def cast_input(x: jax.Array, dtype: jnp.dtype) -> jax.Array:
   """A model input in the compute dtype; token ids stay integers."""
   return x if jnp.issubdtype(x.dtype, jnp.integer) else x.astype(dtype)
 
 
-def _cast(tree: Any, dtype: jnp.dtype) -> Any:
+def cast_tree(tree: Any, dtype: jnp.dtype) -> Any:
   """The floating arrays of `tree` in `dtype` (float32: unchanged, no copy traced)."""
   return tree if dtype == jnp.float32 else cast_floating(tree, dtype)
 
@@ -129,12 +129,12 @@ def teacher_outputs(spec: StepSpec, teacher_variables: Sequence[dict], batch: Ba
     width = spec.cross_tokenizer.teacher_num_classes
   if spec.loss_chunk:  # The final hidden states: the loss makes the logits chunk by chunk.
     hidden = tuple(jax.lax.stop_gradient(apply_with_features(
-        teacher, _cast(variables, dtype), _cast_input(inputs, dtype), [final_path(teacher)],
+        teacher, cast_tree(variables, dtype), cast_input(inputs, dtype), [final_path(teacher)],
         **extra)[1][final_path(teacher)]) for teacher, variables in
         zip(spec.teachers, teacher_variables))
     return hidden, {}
-  outputs = [to_float32(apply_with_features(teacher, _cast(variables, dtype),
-                                            _cast_input(inputs, dtype), paths, **extra))
+  outputs = [to_float32(apply_with_features(teacher, cast_tree(variables, dtype),
+                                            cast_input(inputs, dtype), paths, **extra))
              for teacher, variables in zip(spec.teachers, teacher_variables)]
   # A language model's vocabulary may be padded past the tokenizer's: compare the ids it has.
   logits = jnp.stack([logits[..., :width] for logits, _, _ in outputs])
@@ -187,7 +187,7 @@ def prepare(spec: StepSpec, rng: jax.Array, step: jax.Array, teacher_variables: 
   teacher_logits, teacher_features = teacher_outputs(spec, teacher_variables, batch, inputs)
   topk = (batch["teacher_topk_logprobs"], batch["teacher_topk_ids"]) if (
       "teacher_topk_ids" in batch and spec.cross_tokenizer is None) else None
-  heads = tuple(_cast(head_params(teacher, variables["params"]), spec.precision.teacher)
+  heads = tuple(cast_tree(head_params(teacher, variables["params"]), spec.precision.teacher)
                 for teacher, variables in zip(spec.teachers, teacher_variables)) if (
       spec.loss_chunk and teacher_logits is not None) else ()
   cross = None if spec.cross_tokenizer is None else {
@@ -207,11 +207,11 @@ def update(spec: StepSpec, state: TrainState, prepared: Prepared, batch: Batch,
   model = spec.model.clone(**hparams["model"]) if (hparams or {}).get("model") else spec.model
 
   def loss_fn(trainable):
-    variables = {"params": _cast(trainable["params"], student_dtype), **state.model_state}
+    variables = {"params": cast_tree(trainable["params"], student_dtype), **state.model_state}
     if spec.loss_chunk:
       return _chunked_loss(spec, model, variables, trainable, state, prepared, batch, hparams)
     logits, features, new_model_state = to_float32(apply_with_features(
-        model, variables, _cast_input(prepared.inputs, student_dtype),
+        model, variables, cast_input(prepared.inputs, student_dtype),
         spec.objective.student_paths, train=not eval_mode,
         rngs={"dropout": prepared.dropout_key},
         mutable=[] if eval_mode else list(state.model_state), **prepared.model_inputs))
@@ -268,11 +268,11 @@ def _chunked_loss(spec: StepSpec, model, variables, trainable, state, prepared: 
   student_dtype = spec.precision.student
   final = final_path(model)
   _, features, _ = apply_with_features(model, variables,
-                                       _cast_input(prepared.inputs, student_dtype), [final],
+                                       cast_input(prepared.inputs, student_dtype), [final],
                                        train=not spec.student_eval_mode,
                                        rngs={"dropout": prepared.dropout_key},
                                        **prepared.model_inputs)
-  head = _cast(head_params(model, variables["params"]), student_dtype)
+  head = cast_tree(head_params(model, variables["params"]), student_dtype)
   cut = lambda logits: logits[..., :spec.num_classes].astype(jnp.float32)
 
   def evaluate(logits, teacher_logits, labels, topk):
@@ -361,69 +361,3 @@ def make_population_step(spec: StepSpec, mesh: Mesh, teacher_shardings: Any, sha
   return jax.jit(step, in_shardings=(members, members, teacher_shardings,
                                      batch_layout(mesh, shared_batch, split), replicated(mesh)),
                  out_shardings=(members, members), donate_argnums=0)
-
-
-def make_cohort_step(spec: StepSpec, mesh: Mesh, split: str = "batch") -> Callable:
-  """step(states, hparams, batch) -> (states, metrics [K, ...]), jitted: K students
-  (stacked states, different seeds) on one batch, each taught by the others (deep mutual
-  learning, jaxkd.distill.dml). The batch is prepared once (the first member's
-  augmentation: all see the same images); every member's predictions come from its own
-  forward with its own dropout key, the very forward its update then repeats, and member
-  k's teachers' outputs are the other members' predictions, held fixed ([K - 1, B, C])."""
-
-  def step(states, hparams, batch):
-    count = states.step.shape[0]
-    peers = jnp.asarray([[j for j in range(count) if j != k] for k in range(count)])
-    prepared = prepare(spec, states.rng[0], states.step[0], (), batch)
-    keys = jax.vmap(step_keys)(states.rng, states.step)  # [K, 4]
-    logits = jax.lax.stop_gradient(jax.vmap(
-        lambda state, key: _member_logits(spec, state, prepared.inputs, key))(states, keys[:, 1]))
-
-    def member(state, h, k, member_keys):
-      own = prepared.replace(teacher_logits=logits[peers[k]], dropout_key=member_keys[1],
-                             objective_key=member_keys[3])
-      return update(spec, state, own, batch, h)
-
-    return jax.vmap(member)(states, hparams, jnp.arange(count), keys)
-
-  members = member_sharding(mesh) if split == "member" else replicated(mesh)
-  return jax.jit(step, in_shardings=(members, members, batch_sharding(mesh)),
-                 out_shardings=(members, members), donate_argnums=0)
-
-
-def _member_logits(spec: StepSpec, state: TrainState, inputs: jax.Array,
-                   dropout_key: jax.Array) -> jax.Array:
-  """A cohort member's predictions on the step's inputs, from the forward its update repeats
-  (the same dropout key and mode): what the other members are taught by."""
-  dtype = spec.precision.student
-  variables = {"params": _cast(state.params, dtype), **state.model_state}
-  logits, _, _ = apply_with_features(
-      spec.model, variables, _cast_input(inputs, dtype), (), train=not spec.student_eval_mode,
-      rngs={"dropout": dropout_key}, mutable=[] if spec.student_eval_mode else list(state.model_state))
-  return logits.astype(jnp.float32)[..., :spec.num_classes]
-
-
-def make_mixed_cohort_step(specs: Sequence[StepSpec], mesh: Mesh) -> Callable:
-  """step(states, batch) -> (states, metrics [K, ...]), jitted: a cohort whose members differ
-  in architecture (a tuple of K states, each with its own model and optimizer), each taught
-  by the others on one batch, as make_cohort_step does for members of one architecture: the
-  first member's view of the batch for all, each member's predictions from its own forward
-  (its dropout key), held fixed as the others' teachers' outputs."""
-
-  def step(states, batch):
-    prepared = prepare(specs[0], states[0].rng, states[0].step, (), batch)
-    keys = [step_keys(state.rng, state.step) for state in states]
-    logits = [jax.lax.stop_gradient(_member_logits(spec, state, prepared.inputs, key[1]))
-              for spec, state, key in zip(specs, states, keys)]
-    updated, metrics = [], []
-    for k, (spec, state) in enumerate(zip(specs, states)):
-      others = jnp.stack([logits[j] for j in range(len(states)) if j != k])
-      own = prepared.replace(teacher_logits=others, dropout_key=keys[k][1],
-                             objective_key=keys[k][3])
-      new_state, found = update(spec, state, own, batch)
-      updated.append(new_state)
-      metrics.append(found)
-    return tuple(updated), jax.tree.map(lambda *xs: jnp.stack(xs), *metrics)
-
-  return jax.jit(step, in_shardings=(replicated(mesh), batch_sharding(mesh)),
-                 out_shardings=(replicated(mesh), replicated(mesh)), donate_argnums=0)

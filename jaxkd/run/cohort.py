@@ -1,7 +1,7 @@
 """Deep mutual learning (Zhang et al. 2018): distill.cohort = K students, seeds seed, seed + 1,
 ..., trained together from the start, each taught by the others (their predictions on the
 same batch are its teachers' outputs: jaxkd.distill.dml). Members of one architecture are
-stepped as one population (jaxkd.engine.step.make_cohort_step); members of different
+stepped as one population (jaxkd.engine.cohort_step.make_cohort_step); members of different
 architectures (distill.cohort_models) as a tuple of states in one compiled step
 (make_mixed_cohort_step). Each member is a run of its own in WORKDIR/member_<i> (metrics,
 checkpoints, exportable); the cohort's checkpoints, from which it resumes, are in
@@ -16,7 +16,8 @@ import ml_collections
 from jaxkd.config import validate
 from jaxkd.data.catalog import load_source_split
 from jaxkd.engine.sharding import replicated
-from jaxkd.engine.step import batch_layout, make_mixed_cohort_step
+from jaxkd.engine.cohort_step import make_mixed_cohort_step
+from jaxkd.engine.step import batch_layout
 from jaxkd.errors import JaxkdError
 from jaxkd.log import say
 from jaxkd.run.assemble import assemble

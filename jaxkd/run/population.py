@@ -36,9 +36,9 @@ import optax
 from jaxkd import config as config_checks
 from jaxkd.config.population import check_population, population_differences
 from jaxkd.data.catalog import load_source_split
+from jaxkd.engine.cohort_step import make_cohort_step
 from jaxkd.engine.sharding import replicated
-from jaxkd.engine.step import (batch_layout, make_cohort_step, make_population_step,
-                               member_sharding)
+from jaxkd.engine.step import batch_layout, make_population_step, member_sharding
 from jaxkd.errors import JaxkdError
 from jaxkd.run.assemble import Run, assemble
 from jaxkd.run.checkpoint import Checkpointer
@@ -140,7 +140,7 @@ def population_trainee(configs: Sequence[ml_collections.ConfigDict],
                        datasets: tuple | None = None) -> Trainee:
   """The members (configs[i] in workdirs[i]) assembled and stacked, with their step, for
   the training loop. mutual: a cohort (deep mutual learning): one batch sequence, the
-  first member's, and each member taught by the others (engine.step.make_cohort_step).
+  first member's, and each member taught by the others (engine.cohort_step.make_cohort_step).
   datasets: (train, test) arrays in place of config.dataset's splits."""
   for config in configs:
     config_checks.validate(config)
