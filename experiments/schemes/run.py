@@ -54,7 +54,7 @@ def main():
 def main_with(args) -> str:
   start = time.perf_counter()
   report = graph.run(schemes_config(args.seeds, args.steps), args.workdir)
-  table = graph.render_markdown(report).split("\n\n")[1]
+  table = graph.render_table(report)
   body = "\n".join([table, "", f"Seeds {list(range(args.seeds))} per run (seed i of a student "
                     "taught by seed i of its teachers); test errors of 10,000 at the last step; "
                     f"{time.perf_counter() - start:.0f} s on {cpu_model()} (finished runs "

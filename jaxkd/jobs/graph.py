@@ -24,7 +24,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxkd.config import validate as validate_config
+from jaxkd.config import complete
 from jaxkd.config.checks import graph_order
 from jaxkd.data import load_split
 from jaxkd.engine.sharding import make_mesh
@@ -62,8 +62,8 @@ def teacher_runs(config: ml_collections.ConfigDict, name: str) -> list[str]:
 
 def validate(config: ml_collections.ConfigDict) -> list[str]:
   """Every check before any training; returns the order the runs train in."""
-  validate_config(config)
-  order = graph_order(config)
+  complete(config)
+  order = graph_order(config)  # The graph job's whole check (what config.validate runs for it).
   for name in order:
     cohorts = [t for t in teacher_runs(config, name) if config.runs[t].distill.cohort > 1]
     if cohorts:
@@ -146,6 +146,16 @@ def compare(config: ml_collections.ConfigDict, workdir: pathlib.Path, order: lis
 
 
 def render_markdown(report: dict) -> str:
+  return "\n".join([
+      "# Graph report", "", render_table(report), "",
+      f"Mean ± sample standard deviation over {report['seeds']} seed(s); seed i of a run is "
+      "taught by seed i of each teacher run. Every model is evaluated at its last step on the "
+      "whole test split (nothing is chosen on it). An ensemble is the mean of its members' "
+      f"probabilities. Evaluated on {report['device']}. The same numbers: report.json.", ""])
+
+
+def render_table(report: dict) -> str:
+  """The report's table: every run's test errors over seeds and its gain over the baseline."""
   header = ["run", "taught by", "model", "params", "test errors", "test accuracy (%)"]
   if report["baseline"]:
     header.append(f"fewer errors than {report['baseline']} (95 % interval)")
@@ -160,9 +170,4 @@ def render_markdown(report: dict) -> str:
       cells.append("-" if gain is None else f"{gain['difference']:.1f}" + (
           f" [{gain['low']:.1f}, {gain['high']:.1f}]" if gain["low"] is not None else ""))
     rows.append(cells)
-  return "\n".join([
-      "# Graph report", "", markdown_table(header, rows), "",
-      f"Mean ± sample standard deviation over {report['seeds']} seed(s); seed i of a run is "
-      "taught by seed i of each teacher run. Every model is evaluated at its last step on the "
-      "whole test split (nothing is chosen on it). An ensemble is the mean of its members' "
-      f"probabilities. Evaluated on {report['device']}. The same numbers: report.json.", ""])
+  return markdown_table(header, rows)
