@@ -231,6 +231,11 @@ def _positive_count(path: str, value, example: str) -> None:
     raise JaxkdError(f"{path} must be a positive number, got {value!r}; e.g. {example}.")
 
 
+def teacher_runs(config: ml_collections.ConfigDict, name: str) -> list[str]:
+  """The graph's runs that run `name` names as its teachers (the others are directories)."""
+  return [t for t in config.runs[name].distill.teachers if t in config.runs]
+
+
 def graph_order(config: ml_collections.ConfigDict) -> list[str]:
   """The graph job's runs in an order where every run comes after the runs it names as
   teachers (by name; ties alphabetical), each run's own checks passed; raises for a run
@@ -257,7 +262,7 @@ def graph_order(config: ml_collections.ConfigDict) -> list[str]:
     if cached:
       raise JaxkdError(f"runs.{name}.distill.soft_labels names the run(s) {cached}: a graph's "
                        "runs teach online; name them in distill.teachers instead.")
-    needs[name] = [t for t in run.distill.teachers if t in runs]
+    needs[name] = teacher_runs(config, name)
     if name in needs[name]:
       raise JaxkdError(f"runs.{name} names itself as its teacher; name an earlier run.")
   order, placed = [], set()

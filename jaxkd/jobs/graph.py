@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from jaxkd.config import complete
-from jaxkd.config.checks import graph_order
+from jaxkd.config.checks import graph_order, teacher_runs
 from jaxkd.data import load_split
 from jaxkd.engine.sharding import make_mesh
 from jaxkd.errors import JaxkdError
@@ -54,10 +54,6 @@ def seed_config(config: ml_collections.ConfigDict, workdir: pathlib.Path, name: 
   run.distill.teachers = tuple(str(seed_dir(workdir, t, index, config)) if t in config.runs
                                else t for t in run.distill.teachers)
   return run
-
-
-def teacher_runs(config: ml_collections.ConfigDict, name: str) -> list[str]:
-  return [t for t in config.runs[name].distill.teachers if t in config.runs]
 
 
 def validate(config: ml_collections.ConfigDict) -> list[str]:

@@ -13,16 +13,14 @@ import pathlib
 import jax
 import ml_collections
 
-from jaxkd.config import validate
-from jaxkd.data.catalog import load_source_split
 from jaxkd.engine.sharding import replicated
 from jaxkd.engine.cohort_step import make_mixed_cohort_step
-from jaxkd.engine.step import batch_layout
 from jaxkd.errors import JaxkdError
 from jaxkd.log import say
 from jaxkd.run.assemble import assemble
 from jaxkd.run.loop import Trainee, fit
-from jaxkd.run.population import check_same_step, member_start, population_trainee
+from jaxkd.run.population import (check_same_step, checked_sources, member_start,
+                                  one_batch_sequence, population_trainee)
 
 
 def member_configs(config: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
@@ -42,25 +40,18 @@ def mixed_cohort_trainee(configs: list[ml_collections.ConfigDict],
                          datasets: tuple | None = None) -> Trainee:
   """A cohort of members of different architectures for the training loop: their states a
   tuple, one batch sequence (the first member's), each taught by the others."""
-  for config in configs:
-    validate(config)
-  raw = datasets or (load_source_split(configs[0].dataset, "train"),
-                     load_source_split(configs[0].dataset, "test"))
+  raw = checked_sources(configs, datasets)
   runs = [assemble(c, w, raw, mesh) for c, w in zip(configs, workdirs)]
   first = runs[0]
   starts = [member_start(r) for r in runs]
   check_same_step(starts)
   states = jax.device_put(tuple(starts), replicated(first.mesh))
   step = make_mixed_cohort_step([r.spec for r in runs], first.mesh)
-  layout = batch_layout(first.mesh, True, "batch")
   line = (f"cohort of {len(runs)} students of different architectures "
           f"({', '.join(c.model.name for c in configs)}; seeds {[c.seed for c in configs]}), "
           f"each taught by the others, on one batch sequence, over {first.mesh.devices.size} "
           "device(s)")
-  return Trainee(runs, states, step,
-                 lambda start, end: (first.batches.batch(s) for s in range(start, end)),
-                 lambda host: jax.tree.map(
-                     lambda v: jax.make_array_from_process_local_data(layout, v), host),
+  return Trainee(runs, states, step, *one_batch_sequence(first),
                  pathlib.Path(directory).absolute(), tupled=True, lines=(line,))
 
 

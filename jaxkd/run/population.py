@@ -134,6 +134,25 @@ def _describe(runs: Sequence[Run], split: str, shared: bool, shared_prepare: boo
           f"{first.mesh.devices.size} device(s) by {split}; {data}; {teacher}")
 
 
+def checked_sources(configs: Sequence[ml_collections.ConfigDict],
+                    datasets: tuple | None = None) -> tuple:
+  """Every member's config checked as the command line checks it; the (train, test) arrays
+  the members share: `datasets`, or the first config's dataset."""
+  for config in configs:
+    config_checks.validate(config)
+  return datasets or (load_source_split(configs[0].dataset, "train"),
+                      load_source_split(configs[0].dataset, "test"))
+
+
+def one_batch_sequence(first, split: str = "batch") -> tuple:
+  """The training loop's host batches and their placement when every member reads the
+  first member's batches (a cohort)."""
+  layout = batch_layout(first.mesh, True, split)
+  return (lambda start, end: (first.batches.batch(s) for s in range(start, end)),
+          lambda host: jax.tree.map(
+              lambda v: jax.make_array_from_process_local_data(layout, v), host))
+
+
 def population_trainee(configs: Sequence[ml_collections.ConfigDict],
                        workdirs: Sequence[str | pathlib.Path], population_dir: str | pathlib.Path,
                        mesh=None, evaluate_test: bool = True, mutual: bool = False,
@@ -142,11 +161,8 @@ def population_trainee(configs: Sequence[ml_collections.ConfigDict],
   the training loop. mutual: a cohort (deep mutual learning): one batch sequence, the
   first member's, and each member taught by the others (engine.cohort_step.make_cohort_step).
   datasets: (train, test) arrays in place of config.dataset's splits."""
-  for config in configs:
-    config_checks.validate(config)
+  raw = checked_sources(configs, datasets)
   check_population(configs, mutual)
-  raw = datasets or (load_source_split(configs[0].dataset, "train"),
-                     load_source_split(configs[0].dataset, "test"))
   shared = len({c.seed for c in configs}) == 1
   first = assemble(configs[0], workdirs[0], raw, mesh)
   if shared:  # One seed: the same data, teacher and initial state; only the values differ.
@@ -175,16 +191,12 @@ def population_trainee(configs: Sequence[ml_collections.ConfigDict],
   states, hparams = jax.device_put((states, hyperparameters(runs)), members)
   if mutual:
     cohort_step = make_cohort_step(first.spec, first.mesh, split)
-    layout = batch_layout(first.mesh, True, split)
     line = (f"cohort of {len(runs)} {first.config.model.name} students (seeds "
             f"{[r.config.seed for r in runs]}), each taught by the others, on one batch "
             f"sequence, split over {devices} device(s) by {split}")
     return Trainee(runs, states, lambda states, batch: cohort_step(states, hparams, batch),
-                   lambda start, end: (first.batches.batch(s) for s in range(start, end)),
-                   lambda host: jax.tree.map(
-                       lambda v: jax.make_array_from_process_local_data(layout, v), host),
-                   pathlib.Path(population_dir).absolute(), stacked=True,
-                   evaluate_test=evaluate_test, lines=(line,))
+                   *one_batch_sequence(first, split), pathlib.Path(population_dir).absolute(),
+                   stacked=True, evaluate_test=evaluate_test, lines=(line,))
   teacher_shardings = jax.tree.map(lambda x: x.sharding, first.teacher_variables)
   step_fn = make_population_step(first.spec, first.mesh, teacher_shardings, shared,
                                  shared_prepare, split, table is not None)
