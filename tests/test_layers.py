@@ -125,3 +125,17 @@ def test_the_checks_catch_a_planted_upward_import_and_a_cycle(tmp_path):
   assert upward(edges) == ["jaxkd.engine.state (engine) imports jaxkd.jobs.pipeline (jobs)"]
   assert any("jaxkd.engine.state" in group and "jaxkd.jobs.pipeline" in group
              for group in cycles(edges))
+
+
+def test_no_file_beside_a_script_shadows_the_standard_library():
+  """A script run as `python experiments/X/run.py` puts its folder first on sys.path: a file
+  there named like a standard library module (experiments/bench_peers/profile.py was one)
+  replaces it for every library the script imports (torch._dynamo imports cProfile, which
+  imports profile), and the script fails where that library is installed."""
+  import sys
+
+  repository = ROOT.parent
+  found = [str(path.relative_to(repository)) for folder in ("experiments", "tests", "configs")
+           for path in sorted((repository / folder).rglob("*.py"))
+           if path.stem in sys.stdlib_module_names]
+  assert not found, f"rename {found}: each shadows a standard library module"

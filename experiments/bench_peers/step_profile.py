@@ -3,7 +3,7 @@ the model timed alone (forward, input gradient, weight gradient) and summed over
 model's layers, against the whole step's forward and forward + backward; what is left is
 BatchNorm, the activations, the loss and the rest.
 
-  python experiments/bench_peers/profile.py [--model=resnet8x4] [--batch_size=64] [--repeats=5]
+  python experiments/bench_peers/step_profile.py [--model=resnet8x4] [--batch_size=64] [--repeats=5]
 
 The convolutions are read off the model's jaxpr (every conv_general_dilated with its
 shapes, strides, padding and groups) and each distinct one is jitted and timed on random
