@@ -94,7 +94,11 @@ def device_table(run: Run):
   host = run.batches.columns()
   if sum(np.asarray(v).nbytes for v in host.values()) > DEVICE_TABLE_LIMIT_BYTES:
     return None
-  return {k: jax.device_put(np.asarray(v), replicated(run.mesh)) for k, v in host.items()}
+  table = {k: jax.device_put(np.asarray(v), replicated(run.mesh)) for k, v in host.items()}
+  # Copied before the first step reads it: with XLA:CPU's devices sharing one thread pool,
+  # a step whose collective waits on a device still receiving its copy of the table can
+  # leave the other devices waiting until XLA aborts (seen with 8 fake devices on 2 cores).
+  return jax.block_until_ready(table)
 
 
 def member_start(run: Run):
